@@ -1,0 +1,189 @@
+"""The async interpreter: runs one execution of a compiled plan.
+
+Steps run in order; ``when`` skips, ``next`` and ``on_failure`` jump; a failed step
+without ``on_failure`` ends the execution FAILED; at most :data:`STEP_LIMIT` steps run.
+Step kinds are handled by the functions in :data:`HANDLERS`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from flowrunner import model as m
+from flowrunner.compiler import END, CompiledStep, Plan
+from flowrunner.errors import SecretError, StepFailure, TemplateError
+from flowrunner.result import ExecutionRecord, StepTrace, iso
+from flowrunner.secrets import Secrets
+from flowrunner.templating import Variables
+
+STEP_LIMIT = 1000
+
+
+class UserKeyStore(Protocol):
+    """Where ``$user.key.*`` live (the SQLite state store, or a dict in tests)."""
+
+    def user_keys(self) -> dict[str, Any]: ...
+
+    def set_user_key(self, name: str, value: Any) -> None: ...
+
+
+class MemoryUserKeys:
+    """A :class:`UserKeyStore` in memory (dry runs and tests)."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self.values = dict(values or {})
+
+    def user_keys(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    def set_user_key(self, name: str, value: Any) -> None:
+        self.values[name] = value
+
+
+@dataclass(slots=True, kw_only=True)
+class Inputs:
+    """What one execution starts from: the call, initial flow keys, user-key overrides."""
+
+    call: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str, Any] = field(default_factory=dict)
+    user_keys: dict[str, Any] = field(default_factory=dict)
+    execution_id: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Services:
+    """What steps may use: the HTTP client, secrets, user keys, dry-run switch."""
+
+    client: Any  # flowrunner.http.HttpClient; Any keeps aiohttp out of this import
+    secrets: Secrets
+    users: UserKeyStore
+    dry_run: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class Context:
+    """One execution's mutable state."""
+
+    execution_id: str
+    plan: Plan
+    variables: Variables
+    services: Services
+
+
+@dataclass(slots=True, kw_only=True)
+class StepResult:
+    trace: StepTrace
+    failure: StepFailure | None = None
+    fatal: bool = False  # True: ends the execution even when the step has on_failure
+
+
+Handler = Callable[[CompiledStep, Context], Awaitable[StepResult]]
+
+
+def _handlers() -> dict[type, Handler]:
+    from flowrunner.steps.operation import run_operation
+    from flowrunner.steps.webhook import run_webhook
+
+    return {m.OperationStep: run_operation, m.WebhookStep: run_webhook}
+
+
+class Engine:
+    """Runs executions of one plan; reusable across many executions (and concurrently)."""
+
+    def __init__(self, plan: Plan, services: Services) -> None:
+        self.plan = plan
+        self.services = services
+        self.handlers = _handlers()
+
+    def _context(self, inputs: Inputs) -> Context:
+        execution_id = inputs.execution_id or str(uuid.uuid4())
+        users = self.services.users.user_keys()
+        users.update(inputs.user_keys)
+        flow_keys = dict(self.plan.flow.keys)
+        flow_keys.update(inputs.keys)
+        sys_vars = {"execution_id": execution_id, "flow": self.plan.flow.name, "datetime": ""}
+        variables = Variables(call=inputs.call, flow=flow_keys, user=users, sys=sys_vars)
+        return Context(
+            execution_id=execution_id, plan=self.plan, variables=variables, services=self.services
+        )
+
+    async def execute(self, inputs: Inputs) -> ExecutionRecord:
+        """Run the flow once; never raises for a step's failure (it is in the record)."""
+        started = datetime.now(UTC)
+        ctx = self._context(inputs)
+        traces: list[StepTrace] = []
+        failure = await self._loop(ctx, traces)
+        return ExecutionRecord(
+            execution_id=ctx.execution_id,
+            flow=self.plan.flow.name,
+            status="FAILED" if failure else "COMPLETED",
+            started_at=started,
+            ended_at=datetime.now(UTC),
+            call=inputs.call,
+            keys=ctx.variables.flow,  # type: ignore[arg-type]
+            steps=traces,
+            error=(
+                {"step": failure.step, "reason": failure.reason, "message": failure.message}
+                if failure
+                else None
+            ),
+        )
+
+    async def _loop(self, ctx: Context, traces: list[StepTrace]) -> StepFailure | None:
+        steps = self.plan.steps
+        index = 0 if steps else END
+        count = 0
+        while index != END:
+            count += 1
+            step = steps[index]
+            if count > STEP_LIMIT:
+                return StepFailure(
+                    step=step.step.id,
+                    reason="STEP_LIMIT",
+                    message=f"more than {STEP_LIMIT} steps ran (a loop without an exit?)",
+                )
+            ctx.variables.sys["datetime"] = iso(datetime.now(UTC))  # type: ignore[index]
+            result = await self._step(step, ctx)
+            traces.append(result.trace)
+            if result.trace.outcome == "skipped":
+                index = step.index + 1 if step.index + 1 < len(steps) else END
+            elif result.failure is None:
+                index = step.next_index
+            elif step.failure_index is not None and not result.fatal:
+                index = step.failure_index
+            else:
+                return result.failure
+        return None
+
+    async def _step(self, step: CompiledStep, ctx: Context) -> StepResult:
+        began = time.perf_counter()
+        kind = "webhook" if isinstance(step.step, m.WebhookStep) else "operation"
+        try:
+            if step.when is not None and not step.when.render(ctx.variables):
+                return StepResult(trace=_trace(step.step.id, kind, "skipped", began))
+            return await self.handlers[type(step.step)](step, ctx)
+        except TemplateError as exc:
+            return _failed(step.step.id, kind, began, "TEMPLATE_ERROR", exc.bare_message)
+        except SecretError as exc:
+            return _failed(step.step.id, kind, began, "SECRET_MISSING", str(exc))
+
+
+def _trace(step_id: str, kind: Any, outcome: Any, began: float, **extra: Any) -> StepTrace:
+    duration = (time.perf_counter() - began) * 1000
+    return StepTrace(id=step_id, kind=kind, outcome=outcome, duration_ms=duration, **extra)
+
+
+def _failed(step_id: str, kind: Any, began: float, reason: str, message: str) -> StepResult:
+    # A template or secret problem is a defect of the flow, not a failed call:
+    # it ends the execution even when the step has an on_failure.
+    failure = StepFailure(step=step_id, reason=reason, message=message)
+    return StepResult(
+        trace=_trace(step_id, kind, "failed", began, error=f"{reason}: {message}"),
+        failure=failure,
+        fatal=True,
+    )

@@ -1,0 +1,37 @@
+"""Execution inputs from the command line (``NAME=VALUE``, ``NAME:=JSON``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from flowrunner.errors import UsageError
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def parse_assignment(flag: str, text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` gives a string; ``NAME:=JSON`` a typed value."""
+    name, sep, value = text.partition("=")
+    typed = name.endswith(":")
+    if typed:
+        name = name[:-1]
+    if not sep or not NAME.match(name):
+        shown = name if NAME.match(name) else "…"
+        raise UsageError(
+            f"{flag} {shown}: expected NAME=VALUE or NAME:=JSON "
+            "(NAME is letters, digits and _, not starting with a digit)"
+        )
+    if not typed:
+        return name, value
+    try:
+        return name, json.loads(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {name}: not valid JSON after ':=' ({exc.msg})") from None
+
+
+def parse_assignments(flag: str, values: Iterable[str]) -> dict[str, Any]:
+    """All ``--flag`` values as a dict; a later one wins."""
+    return dict(parse_assignment(flag, text) for text in values)

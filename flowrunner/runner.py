@@ -1,0 +1,135 @@
+"""Run executions of a plan with everything around them: the state store, the HTTP
+client, secrets checked up front, the on-complete push recorded and sent.
+
+``Runner`` is an async context manager shared by ``run``, ``run --events`` and ``demo``:
+one HTTP session and one store connection serve every execution of a run.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+from flowrunner import model as m
+from flowrunner import oncomplete
+from flowrunner.compiler import CompiledWebhook, Plan
+from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services, UserKeyStore
+from flowrunner.result import ExecutionRecord, iso
+from flowrunner.secrets import Secrets
+from flowrunner.templating import Variables, format_text
+
+
+def used_secrets(plan: Plan) -> list[m.SecretRef]:
+    """Every secret the plan may need: of the webhooks its steps and push use."""
+    hooks = [s.webhook.webhook for s in plan.steps if s.webhook is not None]
+    if plan.on_complete is not None:
+        hooks.append(plan.on_complete.webhook)
+    refs: list[m.SecretRef] = []
+    for hook in hooks:
+        refs += [v for v in hook.headers.values() if isinstance(v, m.SecretRef)]
+        if isinstance(hook.auth, m.BasicAuth):
+            refs.append(hook.auth.password)
+        elif isinstance(hook.auth, m.BearerAuth):
+            refs.append(hook.auth.token)
+        if hook.signing_secret is not None:
+            refs.append(hook.signing_secret)
+    return refs
+
+
+class Runner:
+    """Executes a plan; ``on_complete=False`` skips pushes; ``dry_run`` sends nothing."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        secrets: Secrets,
+        *,
+        dry_run: bool = False,
+        on_complete: bool = True,
+        concurrency: int = 64,
+    ) -> None:
+        self.plan = plan
+        self.project = plan.project.project
+        self.secrets = secrets
+        self.dry_run = dry_run
+        self.push_to = plan.on_complete if on_complete else None
+        self.concurrency = concurrency
+        self._stack = AsyncExitStack()
+        self.store: Any = None
+        self.client: Any = None
+        self.deliverer: Any = None
+        for ref in used_secrets(plan):
+            secrets.resolve(ref)  # fail before anything runs, naming the secret
+
+    async def __aenter__(self) -> Runner:
+        users: UserKeyStore
+        if self.dry_run:
+            users = MemoryUserKeys(self.project.user_keys)
+        else:
+            from flowrunner.delivery import Deliverer
+            from flowrunner.http import HttpClient
+            from flowrunner.state import Store
+
+            self.store = Store.open(self.project.state)
+            self._stack.callback(self.store.close)
+            self.store.seed_user_keys(self.project.user_keys)
+            users = self.store
+            self.client = await self._stack.enter_async_context(
+                HttpClient(self.project.http, limit=self.concurrency)
+            )
+            self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
+        services = Services(
+            client=self.client, secrets=self.secrets, users=users, dry_run=self.dry_run
+        )
+        self.engine = Engine(self.plan, services)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def run(self, inputs: Inputs) -> ExecutionRecord:
+        """One execution, recorded, with its push recorded and tried once."""
+        record = await self.engine.execute(inputs)
+        if self.dry_run:
+            return record
+        push = self._push(record) if self.push_to is not None else None
+        self.store.record_end(record.as_dict(), push)
+        if push is not None:
+            status = await self.deliverer.send_now([push.id])
+            record.on_complete = status[push.id]
+        return record
+
+    def _push(self, record: ExecutionRecord) -> Any:
+        from flowrunner.state import NewPush
+
+        target = self.push_to
+        assert target is not None
+        payload = oncomplete.encode(oncomplete.build_payload(record))
+        variables = self._variables(record)
+        return NewPush(
+            id=oncomplete.webhook_id(record.execution_id),
+            execution_id=record.execution_id,
+            webhook=target.webhook.name,
+            url=format_text(target.url.render(variables)),
+            headers=_plain_headers(target, variables),
+            payload=payload,
+            created_at=time.time(),
+        )
+
+    def _variables(self, record: ExecutionRecord) -> Variables:
+        sys_vars = {
+            "execution_id": record.execution_id,
+            "flow": record.flow,
+            "datetime": iso(record.ended_at),
+        }
+        users = self.engine.services.users.user_keys()
+        return Variables(call=record.call, flow=record.keys, user=users, sys=sys_vars)
+
+
+def _plain_headers(target: CompiledWebhook, variables: Variables) -> dict[str, str]:
+    return {
+        name: format_text(value.render(variables))
+        for name, value in target.headers.items()
+        if not isinstance(value, m.SecretRef)
+    }

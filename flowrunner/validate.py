@@ -1,0 +1,106 @@
+"""``flowrunner validate``: check files, folders, stdin or the whole project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+from flowrunner.compiler import CompiledProject
+from flowrunner.errors import Diagnostic, LoadError, UsageError
+from flowrunner.loader import Document, load_stream
+from flowrunner.project import (
+    FLOWS_DIR,
+    PROJECT_FILE,
+    check_flow_doc,
+    check_project_doc,
+
+    flow_files,
+    load_doc,
+    require_root,
+)
+
+STDIN = "-"
+
+
+def _targets(paths: list[str], root: Path) -> list[Path | str]:
+    """The files to check, in order; ``-`` stays as is."""
+    if not paths:
+        return [root / PROJECT_FILE, *flow_files(root / FLOWS_DIR)]
+    out: list[Path | str] = []
+    for raw in paths:
+        if raw == STDIN:
+            out.append(STDIN)
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(flow_files(path))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UsageError(f"{raw}: no such file or folder")
+    return out
+
+
+def _flow_name(doc: Document) -> str | None:
+    data = doc.data
+    name = data.get("flow") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def validate(
+    paths: list[str], project_dir: Path | None, stdin: BinaryIO
+) -> list[Diagnostic]:
+    """Every problem in the given files (or the whole project), sorted.
+
+    The project file is always checked, since every flow depends on it.
+    Raises :class:`UsageError` when there is no project or a path does not exist.
+    """
+    root = require_root(project_dir)
+    project_doc, diags = load_doc(root / PROJECT_FILE)
+    cproject: CompiledProject | None = None
+    if project_doc is not None:
+        cproject, diags = check_project_doc(project_doc, root)
+    project_file = (root / PROJECT_FILE).resolve()
+    names: dict[str, str] = {}
+    for target in _targets(paths, root):
+        if isinstance(target, Path) and target.resolve() == project_file:
+            continue
+        doc, more = _load(target, stdin)
+        diags += more
+        if doc is None:
+            continue
+        _, more = check_flow_doc(doc, cproject)
+        diags += more
+        _check_unique(doc, names, diags)
+    return sorted(set(diags), key=Diagnostic.sort_key)
+
+
+def _load(target: Path | str, stdin: BinaryIO) -> tuple[Document | None, list[Diagnostic]]:
+    if isinstance(target, Path):
+        return load_doc(target)
+    try:
+        doc = load_stream(stdin, "<stdin>")
+    except LoadError as exc:
+        return None, [exc.diagnostic]
+    return doc, list(doc.problems)
+
+
+def _check_unique(doc: Document, names: dict[str, str], diags: list[Diagnostic]) -> None:
+    name = _flow_name(doc)
+    if name is None:
+        return
+    if name in names:
+        mark = doc.mark(("flow",))
+        diags.append(
+            Diagnostic(
+                file=doc.file,
+                line=mark.line,
+                column=mark.column,
+                rule="duplicate-flow",
+                message=f"flow name '{name}' is already used by {names[name]}",
+            )
+        )
+    else:
+        names[name] = doc.file
+
+

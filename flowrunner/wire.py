@@ -1,0 +1,62 @@
+"""The wire format of webhook requests (SPEC §5): auth, flattening, bodies."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from flowrunner import __version__
+from flowrunner import model as m
+from flowrunner.secrets import Secrets
+
+USER_AGENT = f"flowrunner/{__version__}"
+
+
+def auth_headers(webhook: m.Webhook, secrets: Secrets) -> dict[str, str]:
+    """The ``Authorization`` header of ``webhook`` and its secret-valued headers."""
+    out: dict[str, str] = {}
+    for name, value in webhook.headers.items():
+        if isinstance(value, m.SecretRef):
+            out[name] = secrets.resolve(value)
+    auth = webhook.auth
+    if isinstance(auth, m.BasicAuth):
+        pair = f"{auth.username}:{secrets.resolve(auth.password)}".encode()
+        out["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    elif isinstance(auth, m.BearerAuth):
+        out["Authorization"] = "Bearer " + secrets.resolve(auth.token)
+    return out
+
+
+def flat_value(value: Any) -> str:
+    """Strings as they are, numbers and booleans as JSON, null as "", others as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def flatten(groups: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:
+    """``[("call.cli", "..."), ("flow.key.attempts", "1"), ...]`` for each group."""
+    return [
+        (f"{prefix}.{name}", flat_value(value))
+        for prefix, values in groups
+        for name, value in values.items()
+    ]
+
+
+def form_pairs(
+    method: str, groups: Iterable[tuple[str, Mapping[str, Any]]], params: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """The flat names of ``body: none`` and ``body: form``, in SPEC order."""
+    pairs = [("method", method)]
+    pairs += flatten(groups)
+    pairs += [(name, flat_value(value)) for name, value in params.items()]
+    return pairs
+
+
+def encode_form(pairs: list[tuple[str, str]]) -> str:
+    return urlencode(pairs)
