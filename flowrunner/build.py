@@ -65,9 +65,7 @@ def build_project(doc: Document, root: Path) -> m.Project:
             allow_http=bool(http.get("allow_http", False)),
             allowlist=tuple(str(a) for a in http.get("allowlist") or ()),
         ),
-        webhooks={
-            str(n): _webhook(str(n), w) for n, w in (data.get("webhooks") or {}).items()
-        },
+        webhooks={str(n): _webhook(str(n), w) for n, w in (data.get("webhooks") or {}).items()},
         user_keys=dict(data.get("user_keys") or {}),
         state=state if state.is_absolute() else root / state,
         delivery=m.DeliveryPolicy(

@@ -93,7 +93,10 @@ def _verdict(
         return False, f"{CROSS} {name}: {url} not reachable: {message}"
     assert status is not None
     if status in (401, 403):
-        return False, f"{CROSS} {name}: reachable, but the credentials were rejected (HTTP {status})"
+        return (
+            False,
+            f"{CROSS} {name}: reachable, but the credentials were rejected (HTTP {status})",
+        )
     if status == 404:
         return False, f"{CROSS} {name}: {url} answered HTTP 404 (is the URL right?)"
     if 300 <= status < 400:

@@ -128,21 +128,33 @@ def run(
     """
     from flowrunner.commands import run_batch, run_once
 
-    options = dict(
-        project=state.project,
-        flow=flow,
-        secrets_file=secrets_file,
-        dry_run=dry_run,
-        on_complete=not no_on_complete,
-    )
+    common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
     if events is not None:
-        sys.exit(run_batch(events=events, concurrency=concurrency, output=output, **options))
+        code = run_batch(
+            **common,
+            events=events,
+            concurrency=concurrency,
+            output=output,
+            dry_run=dry_run,
+            on_complete=not no_on_complete,
+        )
+        sys.exit(code)
     inputs = {
         "call": _pairs("--call", calls),
         "keys": _pairs("--key", keys),
         "user_keys": _pairs("--user-key", user_keys),
     }
-    sys.exit(run_once(inputs=inputs, as_json=as_json, **options))
+    sys.exit(
+        run_once(
+            project=state.project,
+            flow=flow,
+            secrets_file=secrets_file,
+            dry_run=dry_run,
+            on_complete=not no_on_complete,
+            inputs=inputs,
+            as_json=as_json,
+        )
+    )
 
 
 @main.command()
@@ -183,3 +195,13 @@ def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
     ok, message = check_webhook(state.project, name, secrets_file)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
+
+
+def _register() -> None:
+    from flowrunner.cli_state import deliveries, runs
+
+    main.add_command(deliveries)
+    main.add_command(runs)
+
+
+_register()

@@ -102,13 +102,16 @@ def _delivery_cells(row: dict[str, Any]) -> list[str]:
 
 
 @deliveries.command("retry")
-@click.argument("delivery_id", metavar="ID", required=False)
+@click.argument("delivery_id", metavar="[ID]", required=False)
 @click.option("--all-dead", is_flag=True, help="Every dead push.")
 @click.pass_obj
 @guarded
 def retry(state: State, delivery_id: str | None, all_dead: bool) -> None:
-    """Make a pending or dead push (or --all-dead) due now; a dead one gets a fresh
-    retry schedule. 'deliveries drain' sends them."""
+    """Make a push due now: ID, or every dead one with --all-dead.
+
+    A dead push gets a fresh retry schedule. Nothing is sent here: 'deliveries drain'
+    (or the next run) sends it.
+    """
     if (delivery_id is None) != all_dead:
         raise UsageError("give either a delivery ID or --all-dead")
     with opened(state) as (_, store):
@@ -211,7 +214,7 @@ def list_runs(state: State, as_json: bool, limit: int) -> None:
         header = ("EXECUTION ID", "FLOW", "STATUS", "STARTED (UTC)", "ON-COMPLETE")
         cells = [
             [r["execution_id"], r["flow"], r["status"], short_time(r["started_at"]),
-             r["on_complete"] or "-"]
+             r["on_complete_status"] or "-"]
             for r in rows
         ]  # fmt: skip
         click.echo(table(header, cells))
@@ -222,7 +225,7 @@ def list_runs(state: State, as_json: bool, limit: int) -> None:
 @click.pass_obj
 @guarded
 def show_run(state: State, execution_id: str) -> None:
-    """Print the stored execution record as JSON, with its push's current status."""
+    """Print one execution record as JSON (its push's status up to date)."""
     with opened(state) as (_, store):
         record = store.run(execution_id)
     if record is None:

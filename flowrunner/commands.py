@@ -31,8 +31,14 @@ def exit_code(records: list[ExecutionRecord]) -> int:
 
 
 def run_once(
-    *, project: Path | None, flow: str, secrets_file: Path | None, dry_run: bool,
-    on_complete: bool, inputs: dict[str, Any], as_json: bool,
+    *,
+    project: Path | None,
+    flow: str,
+    secrets_file: Path | None,
+    dry_run: bool,
+    on_complete: bool,
+    inputs: dict[str, Any],
+    as_json: bool,
 ) -> int:
     """Run one execution and print it; returns the exit code."""
     from flowrunner.report import record_text
@@ -65,5 +71,3 @@ def run_batch(**options: Any) -> int:
     from flowrunner.batch import run_events
 
     return run_events(**options)
-
-

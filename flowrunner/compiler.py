@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from flowrunner import model as m
 from flowrunner.dataflow import check_flow_keys
+from flowrunner.egress import Allowlist
 from flowrunner.errors import Diagnostic, Mark, TemplateError, Where
 from flowrunner.loader import Document
 from flowrunner.loader import Path as DocPath
@@ -113,6 +114,7 @@ def compile_project(project: m.Project) -> tuple[CompiledProject, list[Diagnosti
             f"('{defaults[0].name}' is already the default); at most one may be",
             key=True,
         )
+    _check_allowlist(project, problems)
     compiled = {}
     for hook in project.webhooks.values():
         _check_scheme(hook, project.http, problems)
@@ -128,6 +130,14 @@ def compile_project(project: m.Project) -> tuple[CompiledProject, list[Diagnosti
         if url is not None:
             compiled[hook.name] = CompiledWebhook(webhook=hook, url=url, headers=headers)
     return CompiledProject(project=project, webhooks=compiled), problems.items
+
+
+def _check_allowlist(project: m.Project, problems: Problems) -> None:
+    for i, entry in enumerate(project.http.allowlist):
+        try:
+            Allowlist.parse([entry])
+        except ValueError as exc:
+            problems.add(("http", "allowlist", i), "bad-allowlist", str(exc))
 
 
 def _check_scheme(hook: m.Webhook, http: m.HttpPolicy, problems: Problems) -> None:
@@ -147,7 +157,9 @@ def compile_flow(flow: m.Flow, cproject: CompiledProject) -> tuple[Plan, list[Di
     problems = Problems(flow.source)
     index = _step_index(flow, problems)
     on_complete = _on_complete(flow, cproject, problems)
-    steps = tuple(_compile_step(flow, i, s, index, cproject, problems) for i, s in enumerate(flow.steps))
+    steps = tuple(
+        _compile_step(flow, i, s, index, cproject, problems) for i, s in enumerate(flow.steps)
+    )
     plan = Plan(flow=flow, project=cproject, steps=steps, on_complete=on_complete)
     check_flow_keys(plan, problems)
     return plan, problems.items

@@ -40,7 +40,7 @@ from flowrunner.state import OutboxRow, Store
 JITTER = 0.2  # each wait is its schedule entry times a factor in [0.8, 1.2]
 LEASE_MARGIN = 5.0  # seconds a lease outlasts the longest possible attempt
 BATCH = 64  # pushes leased and sent together
-MAX_POLL = 1.0  # seconds between looks at the outbox while draining
+MAX_POLL = 0.25  # seconds between looks at the outbox while draining
 IDS_PER_LEASE = 500  # stays far below SQLite's limit on statement parameters
 
 Outcome = Literal["delivered", "retry", "dead", "blocked"]

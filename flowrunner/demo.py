@@ -38,20 +38,33 @@ SECRETS = {
 
 ANSWERS: dict[str, dict[str, Any]] = {
     "getOrderStatus": {"status": "shipped", "order": {"id": "A-1001", "eta": "Tuesday"}},
-    "nextAppointment": {
-        "appointment": {"id": "apt-42", "starts_at": "2026-12-01T09:30:00+01:00"}
-    },
+    "nextAppointment": {"appointment": {"id": "apt-42", "starts_at": "2026-12-01T09:30:00+01:00"}},
     "confirmAppointment": {"ok": True},
     "createLead": {"lead": {"id": "L-7", "owner": {"name": "Dana"}}},
 }
 
 CALLS: dict[str, dict[str, Any]] = {
-    "order-status": {"uuid": "c-1001", "cli": "+15551234567", "did": "+15550000001",
-                     "direction": "inbound", "start": "2026-11-28T10:00:00Z"},
-    "appointment-reminder": {"uuid": "c-1002", "cli": "+15557654321", "digits": "1",
-                             "direction": "outbound", "dnis": "+15557654321"},
-    "lead-capture": {"uuid": "c-1003", "cli": "+15559876543", "topics": "pricing,demo",
-                     "direction": "inbound", "hangup_cause": "NORMAL_CLEARING"},
+    "order-status": {
+        "uuid": "c-1001",
+        "cli": "+15551234567",
+        "did": "+15550000001",
+        "direction": "inbound",
+        "start": "2026-11-28T10:00:00Z",
+    },
+    "appointment-reminder": {
+        "uuid": "c-1002",
+        "cli": "+15557654321",
+        "digits": "1",
+        "direction": "outbound",
+        "dnis": "+15557654321",
+    },
+    "lead-capture": {
+        "uuid": "c-1003",
+        "cli": "+15559876543",
+        "topics": "pricing,demo",
+        "direction": "inbound",
+        "hangup_cause": "NORMAL_CLEARING",
+    },
 }
 
 
@@ -77,10 +90,15 @@ class Receiver:
         if hook == "events":
             return self._push(request, body)
         method = request.query.get("method") or _method_of(body, request.content_type)
-        self.requests.append({
-            "webhook": hook, "method": request.method, "path": request.path_qs,
-            "content_type": request.content_type, "body": body.decode("utf-8", "replace"),
-        })
+        self.requests.append(
+            {
+                "webhook": hook,
+                "method": request.method,
+                "path": request.path_qs,
+                "content_type": request.content_type,
+                "body": body.decode("utf-8", "replace"),
+            }
+        )
         return web.json_response(ANSWERS.get(method, {}))
 
     def _push(self, request: web.Request, body: bytes) -> web.Response:
@@ -90,11 +108,13 @@ class Receiver:
             int(request.headers.get("webhook-timestamp", "0")),
             body,
         )
-        self.pushes.append({
-            "webhook_id": request.headers.get("webhook-id"),
-            "signature_valid": request.headers.get("webhook-signature") == expected,
-            "payload": json.loads(body),
-        })
+        self.pushes.append(
+            {
+                "webhook_id": request.headers.get("webhook-id"),
+                "signature_valid": request.headers.get("webhook-signature") == expected,
+                "payload": json.loads(body),
+            }
+        )
         return web.json_response({"received": True})
 
     def app(self) -> web.Application:

@@ -13,6 +13,7 @@ Each address the host resolves to (or the literal address) is then judged on its
 - with an allowlist, an address is allowed when it is covered by an IP/CIDR entry, or
   when it is public and the host name matches a name entry (``crm.example.com``
   exactly, ``*.example.com`` for any subdomain of example.com, not example.com itself).
+  An IP/CIDR entry also covers the IPv4-mapped and NAT64 forms of its addresses.
 
 So an allowlisted *name* whose DNS answer is ``127.0.0.1`` is still refused unless
 ``127.0.0.1`` is itself covered by an IP/CIDR entry: DNS cannot turn an allowed name
@@ -102,6 +103,7 @@ _PREFIX = {
 }
 _M32 = 0xFFFFFFFF
 _LOW32 = ("mapped", "compatible", "translated", "nat64", "nat64-local")  # IPv4 in bits 96-127
+_REACHES_IPV4 = ("mapped", "nat64")  # connecting to these reaches the IPv4 address they carry
 
 
 def _in(value: int, prefix: str) -> bool:
@@ -200,15 +202,16 @@ class Allowlist:
         suffixes: list[str] = []
         networks: list[tuple[int, int, int]] = []
         for entry in entries:
-            if not isinstance(entry, str) or not entry.strip():
+            text = entry.strip() if isinstance(entry, str) else ""
+            if not text:
                 raise ValueError(f"allowlist entry {entry!r} is empty or not a string")
-            network = _parse_network(entry.strip())
+            network = _parse_network(text)
             if network is not None:
                 networks.append(network)
-            elif entry.strip().startswith("*."):
-                suffixes.append("." + _parse_name(entry, entry.strip()[2:]))
+            elif text.startswith("*."):
+                suffixes.append("." + _parse_name(entry, text[2:]))
             else:
-                names.add(_parse_name(entry, entry))
+                names.add(_parse_name(entry, text))
         return cls(frozenset(names), tuple(suffixes), tuple(networks))
 
     def __bool__(self) -> bool:
@@ -220,12 +223,16 @@ class Allowlist:
         return host in self.names or any(host.endswith(s) for s in self.suffixes)
 
     def covers(self, ip: Address) -> bool:
-        """Whether an IP/CIDR entry covers ip, or the IPv4 address an IPv6 form carries."""
+        """Whether an IP/CIDR entry covers ip, or the IPv4 address it reaches.
+
+        An IPv4-mapped or NAT64 address reaches the IPv4 address it carries; the other
+        IPv6 forms (6to4, Teredo...) only pass through it, so they are not covered by it.
+        """
         if not self.networks:
             return False
         candidates: list[Address] = [ip]
-        if isinstance(ip, IPv6Address):
-            candidates += embedded_ipv4(ip)
+        if isinstance(ip, IPv6Address) and any(_in(int(ip), p) for p in _REACHES_IPV4):
+            candidates.append(IPv4Address(int(ip) & _M32))
         return any(
             c.version == version and int(c) & mask == network
             for c in candidates
@@ -305,6 +312,8 @@ class EgressPolicy:
         """:meth:`check_url` on a URL already split: its scheme, its host (as it will be
         resolved) and whether it carries ``user:password@``."""
         scheme = scheme.lower()
+        if not scheme:
+            return "the URL is not absolute (it needs https://)"
         if scheme not in ("https", "http"):
             return f"unsupported URL scheme {scheme!r} (only https, or http when allowed)"
         if scheme == "http" and not self.allow_http:
@@ -345,7 +354,8 @@ class EgressPolicy:
             return None
         kind = classify(ip)
         if kind is not None:
-            return f"{_shown(ip, text, kind)} is {_article(kind)} {kind} address (not on the allowlist)"
+            shown = _shown(ip, text, kind)
+            return f"{shown} is {_article(kind)} {kind} address (not on the allowlist)"
         if named or not self.allowlist:
             return None
         if host.strip("[]").replace("%25", "%") == text:

@@ -168,7 +168,8 @@ class Engine:
                 return StepResult(trace=_trace(step.step.id, kind, "skipped", began))
             return await self.handlers[type(step.step)](step, ctx)
         except TemplateError as exc:
-            return _failed(step.step.id, kind, began, "TEMPLATE_ERROR", exc.bare_message)
+            where = f"in '{exc.where.field}': " if exc.where.field else ""
+            return _failed(step.step.id, kind, began, "TEMPLATE_ERROR", where + exc.bare_message)
         except SecretError as exc:
             return _failed(step.step.id, kind, began, "SECRET_MISSING", str(exc))
 

@@ -54,8 +54,7 @@ class Diagnostic:
     def format(self) -> str:
         """The one-line text form: ``file:line:col: severity: message [rule]``."""
         return (
-            f"{self.file}:{self.line}:{self.column}: {self.severity}: "
-            f"{self.message} [{self.rule}]"
+            f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message} [{self.rule}]"
         )
 
     def as_dict(self) -> dict[str, object]:

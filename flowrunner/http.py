@@ -36,6 +36,7 @@ MAX_BODY = 1 << 20
 FailureKind = Literal["timeout", "connection", "refused", "too_large", "disabled"]
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_NO_CONTENT_TYPE = ("Content-Type",)
 _CACHE_SIZE = 1024  # distinct (scheme, host) decisions kept before starting over
 
 
@@ -129,7 +130,7 @@ class HttpClient:
             return await self._exchange(url, request, start)
         except _Refused as exc:
             return _failure("refused", str(exc), start)
-        except Exception as exc:  # every network error becomes an outcome
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
             kind, message = _describe(exc, request.timeout)
             return _failure(kind, message, start)
 
@@ -177,7 +178,10 @@ class HttpClient:
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=self.limit, resolver=_EgressResolver(self._egress), use_dns_cache=True
+            limit=self.limit,
+            resolver=_EgressResolver(self._egress),
+            use_dns_cache=True,  # answers are cached after the resolver has filtered them
+            ssl=True,  # verified against the system's CAs; nothing turns it off
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -190,15 +194,18 @@ class HttpClient:
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+            # aiohttp reads total=0 as "no limit": never let a zero slip through as that
+            total = max(seconds, 0.001)
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=total)
         return timeout
 
 
 def _skipped_headers(request: HttpRequest) -> tuple[str, ...] | None:
-    """Keep aiohttp from labelling a body ``application/octet-stream`` on its own."""
-    if request.body is None or any(k.lower() == "content-type" for k in request.headers):
+    """Keep aiohttp from labelling POST/PUT/PATCH ``application/octet-stream`` on its own."""
+    headers = request.headers
+    if "Content-Type" in headers or any(k.lower() == "content-type" for k in headers):
         return None
-    return ("Content-Type",)
+    return _NO_CONTENT_TYPE
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
@@ -236,7 +243,7 @@ def _describe(exc: Exception, timeout: float) -> tuple[FailureKind, str]:
         return "connection", "TLS certificate verify failed" + (f" ({detail})" if detail else "")
     if isinstance(exc, aiohttp.ClientSSLError):
         reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
-        return "connection", f"TLS error ({reason})"
+        return "connection", f"TLS error ({reason.lower().replace('_', ' ')})"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "connection", "name not resolved"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -263,8 +270,8 @@ def _generic(exc: Exception) -> str:
         return f"connection error ({_os_reason(exc)})"
     if isinstance(exc, aiohttp.ClientError):
         return f"connection error ({type(exc).__name__})"
-    # aiohttp raises ValueError/TypeError for a header or method it cannot send
-    return f"request could not be sent ({type(exc).__name__})"
+    # a ValueError: aiohttp refuses to send a control character in a header or method
+    return "request could not be sent (invalid header or method)"
 
 
 def _os_reason(exc: OSError) -> str:

@@ -28,7 +28,7 @@ def parse_assignment(flag: str, text: str) -> tuple[str, Any]:
         return name, value
     try:
         return name, json.loads(value)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UsageError(f"{flag} {name}: not valid JSON after ':=' ({exc.msg})") from None
 
 

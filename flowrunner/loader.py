@@ -19,19 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import yaml
-from yaml.events import (
-    AliasEvent,
-    CollectionStartEvent,
-    DocumentStartEvent,
-    Event,
-    MappingEndEvent,
-    MappingStartEvent,
-    NodeEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-)
+from yaml import events
 from yaml.nodes import ScalarNode
 
 from flowrunner.errors import Diagnostic, LoadError, Mark
@@ -104,6 +92,56 @@ class Document:
         return self.key_marks.get(path) or self.mark(path)
 
 
+def load_bytes(raw: bytes, file: str) -> Document:
+    """Load one YAML file from its bytes. Raises ``LoadError`` on a fatal refusal."""
+    if len(raw) > MAX_BYTES:
+        raise _too_large(file, len(raw))
+    return _parse(_decode(raw, file), file)
+
+
+def load_text(text: str, file: str) -> Document:
+    """Load one YAML file from decoded text. Raises ``LoadError`` on a fatal refusal."""
+    if len(text) > MAX_BYTES:
+        raise _too_large(file, None)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        line, column = _position(text, exc.start)
+        message = f"character U+{ord(text[exc.start]):04X} cannot be encoded as UTF-8"
+        raise _refuse(file, line, column, "yaml-encoding", message) from exc
+    if size > MAX_BYTES:
+        raise _too_large(file, size)
+    return _parse(text.removeprefix("\ufeff"), file)
+
+
+def load_stream(stream: BinaryIO, file: str = "<stdin>") -> Document:
+    """Load one YAML file from a binary stream, reading at most ``MAX_BYTES + 1`` bytes."""
+    try:
+        raw = _read_limited(stream)
+    except OSError as exc:
+        raise _unreadable(file, exc) from exc
+    if len(raw) > MAX_BYTES:
+        raise _too_large(file, None)
+    return load_bytes(raw, file)
+
+
+def load_path(path: pathlib.Path, display: str | None = None) -> Document:
+    """Load one YAML file; ``display`` (default: the path) names it in diagnostics.
+
+    The size is checked with ``stat`` before anything is read. An ``OSError`` becomes
+    a ``LoadError`` with rule ``file-unreadable``.
+    """
+    file = str(path) if display is None else display
+    try:
+        size = path.stat().st_size
+        if size <= MAX_BYTES:
+            with path.open("rb") as stream:
+                return load_stream(stream, file)
+    except OSError as exc:
+        raise _unreadable(file, exc) from exc
+    raise _too_large(file, size)
+
+
 _NO_KEY: Any = object()  # the next node of the mapping is a key
 _DROP: Any = object()  # the key was refused: drop the value that follows it
 
@@ -120,7 +158,7 @@ class _Frame:
         self.key: Any = _NO_KEY
 
 
-def _mark(event: Event, style: str | None = None) -> Mark:
+def _mark(event: events.Event, style: str | None = None) -> Mark:
     start: Any = event.start_mark
     return Mark(start.line + 1, start.column + 1, style)
 
@@ -154,39 +192,41 @@ class _Builder:
         self.documents = 0
 
     def build(self, parser: Any) -> Document:
-        handlers: dict[type[Event], Any] = {
-            ScalarEvent: self._scalar,
-            MappingStartEvent: self._start,
-            SequenceStartEvent: self._start,
-            MappingEndEvent: self._end,
-            SequenceEndEvent: self._end,
-            AliasEvent: self._alias,
-            DocumentStartEvent: self._document,
+        handlers: dict[type[events.Event], Any] = {
+            events.ScalarEvent: self._scalar,
+            events.MappingStartEvent: self._start,
+            events.SequenceStartEvent: self._start,
+            events.MappingEndEvent: self._end,
+            events.SequenceEndEvent: self._end,
+            events.AliasEvent: self._alias,
+            events.DocumentStartEvent: self._document,
         }
         get_event = parser.get_event
-        while (kind := type(event := get_event())) is not StreamEndEvent:
+        while (kind := type(event := get_event())) is not events.StreamEndEvent:
             handler = handlers.get(kind)
             if handler is not None:
                 handler(event)
         return Document(self.file, self.data, self.marks, self.key_marks, self.problems)
 
-    def _fatal(self, event: Event, rule: str, message: str) -> LoadError:
+    def _fatal(self, event: events.Event, rule: str, message: str) -> LoadError:
         mark = _mark(event)
-        return LoadError(_diagnostic(self.file, mark.line, mark.column, rule, message))
+        return _refuse(self.file, mark.line, mark.column, rule, message)
 
     def _problem(self, mark: Mark, rule: str, message: str) -> None:
         self.problems.append(_diagnostic(self.file, mark.line, mark.column, rule, message))
 
-    def _document(self, event: DocumentStartEvent) -> None:
+    def _document(self, event: events.DocumentStartEvent) -> None:
         self.documents += 1
         if self.documents > 1:
             message = "a file may hold only one YAML document; a second one starts here"
             raise self._fatal(event, "yaml-multiple-documents", message)
 
-    def _alias(self, event: AliasEvent) -> None:
+    def _alias(self, event: events.AliasEvent) -> None:
         raise self._fatal(event, "yaml-alias", _alias_message("alias *", event.anchor))
 
-    def _check_node(self, event: NodeEvent, tag: str | None, allowed: tuple[str, ...]) -> None:
+    def _check_node(
+        self, event: events.NodeEvent, tag: str | None, allowed: tuple[str, ...]
+    ) -> None:
         if event.anchor is not None:
             raise self._fatal(event, "yaml-alias", _alias_message("anchor &", event.anchor))
         if tag is not None and tag != "!" and tag not in allowed:
@@ -197,8 +237,8 @@ class _Builder:
                 message = f"unsupported tag {_short(tag)}; flowrunner files allow only {_ALLOWED}"
             raise self._fatal(event, "yaml-tag", message)
 
-    def _start(self, event: CollectionStartEvent) -> None:
-        is_map = type(event) is MappingStartEvent
+    def _start(self, event: events.CollectionStartEvent) -> None:
+        is_map = type(event) is events.MappingStartEvent
         if event.anchor is not None or event.tag is not None:
             self._check_node(event, event.tag, (_MAP,) if is_map else (_SEQ,))
         if len(self.stack) >= MAX_DEPTH:
@@ -208,10 +248,10 @@ class _Builder:
         path = self._attach(container, _mark(event))
         self.stack.append(_Frame(container, path, is_map))
 
-    def _end(self, event: Event) -> None:
+    def _end(self, event: events.Event) -> None:
         self.stack.pop()
 
-    def _scalar(self, event: ScalarEvent) -> None:
+    def _scalar(self, event: events.ScalarEvent) -> None:
         if event.anchor is not None or event.tag is not None:
             self._check_node(event, event.tag, (_STR, _INT, _FLOAT, _BOOL, _NULL))
         stack = self.stack
@@ -254,7 +294,7 @@ class _Builder:
             message = f"a {kind} cannot be used as a key; this entry is ignored"
             self._problem(mark, "yaml-key-type", message)
 
-    def _key(self, top: _Frame, event: ScalarEvent) -> None:
+    def _key(self, top: _Frame, event: events.ScalarEvent) -> None:
         text = event.value
         if top.path is None:
             top.key = text
@@ -287,7 +327,7 @@ class _Builder:
                 if isinstance(child, dict | list):
                     pending.append(((*path, key), child))
 
-    def _value(self, event: ScalarEvent) -> Any:
+    def _value(self, event: events.ScalarEvent) -> Any:
         tag, value = event.tag, event.value
         if tag is None:
             tag = _implicit_tag(value) if event.implicit[0] else _STR
@@ -341,6 +381,10 @@ def _diagnostic(file: str, line: int, column: int, rule: str, message: str) -> D
     return Diagnostic(file=file, line=line, column=column, rule=rule, message=one_line)
 
 
+def _refuse(file: str, line: int, column: int, rule: str, message: str) -> LoadError:
+    return LoadError(_diagnostic(file, line, column, rule, message))
+
+
 def _position(text: str, index: int) -> tuple[int, int]:
     """1-based line and column of ``text[index]``, counting YAML's line breaks."""
     starts = [found.end() for found in _BREAKS.finditer(text, 0, index)]
@@ -361,10 +405,10 @@ def _parse(text: str, file: str) -> Document:
     except yaml.reader.ReaderError as exc:
         found = _NON_PRINTABLE.search(text)
         if found is None:
-            raise LoadError(_diagnostic(file, 1, 1, "yaml-encoding", str(exc))) from exc
+            raise _refuse(file, 1, 1, "yaml-encoding", str(exc)) from exc
         line, column = _position(text, found.start())
         message = f"control character U+{ord(found.group()):04X} is not allowed in YAML"
-        raise LoadError(_diagnostic(file, line, column, "yaml-encoding", message)) from exc
+        raise _refuse(file, line, column, "yaml-encoding", message) from exc
     except yaml.MarkedYAMLError as exc:
         diagnostic = _syntax_diagnostic(file, exc)
         if exc.problem == "exceeded maximum nesting depth":
@@ -373,7 +417,7 @@ def _parse(text: str, file: str) -> Document:
             _parse(text[: _index(text, diagnostic.line, diagnostic.column)], file)
         raise LoadError(diagnostic) from exc
     except yaml.YAMLError as exc:
-        raise LoadError(_diagnostic(file, 1, 1, "yaml-syntax", str(exc))) from exc
+        raise _refuse(file, 1, 1, "yaml-syntax", str(exc)) from exc
 
 
 def _syntax_diagnostic(file: str, exc: yaml.MarkedYAMLError) -> Diagnostic:
@@ -402,7 +446,7 @@ def _decode(raw: bytes, file: str) -> str:
     wide = _wide_encoding(raw)
     if wide is not None:
         message = f"file is encoded as {wide}; flowrunner files must be UTF-8"
-        raise LoadError(_diagnostic(file, 1, 1, "yaml-encoding", message))
+        raise _refuse(file, 1, 1, "yaml-encoding", message)
     raw = raw.removeprefix(b"\xef\xbb\xbf")
     try:
         return raw.decode("utf-8")
@@ -410,18 +454,18 @@ def _decode(raw: bytes, file: str) -> str:
         prefix = raw[: exc.start].decode("utf-8")
         line, column = _position(prefix, len(prefix))
         message = f"invalid UTF-8: byte 0x{raw[exc.start]:02X} ({exc.reason})"
-        raise LoadError(_diagnostic(file, line, column, "yaml-encoding", message)) from exc
+        raise _refuse(file, line, column, "yaml-encoding", message) from exc
 
 
 def _too_large(file: str, size: int | None) -> LoadError:
     got = f"{size} bytes" if size is not None else f"more than {MAX_BYTES} bytes"
     message = f"file is {got}; the limit is {MAX_BYTES} bytes (1 MiB)"
-    return LoadError(_diagnostic(file, 1, 1, "yaml-too-large", message))
+    return _refuse(file, 1, 1, "yaml-too-large", message)
 
 
 def _unreadable(file: str, exc: OSError) -> LoadError:
     message = f"cannot read file: {exc.strerror or exc}"
-    return LoadError(_diagnostic(file, 1, 1, "file-unreadable", message))
+    return _refuse(file, 1, 1, "file-unreadable", message)
 
 
 def _read_limited(stream: BinaryIO) -> bytes:
@@ -431,53 +475,3 @@ def _read_limited(stream: BinaryIO) -> bytes:
         chunks.append(chunk)
         wanted -= len(chunk)
     return b"".join(chunks)
-
-
-def load_bytes(raw: bytes, file: str) -> Document:
-    """Load one YAML file from its bytes. Raises ``LoadError`` on a fatal refusal."""
-    if len(raw) > MAX_BYTES:
-        raise _too_large(file, len(raw))
-    return _parse(_decode(raw, file), file)
-
-
-def load_text(text: str, file: str) -> Document:
-    """Load one YAML file from decoded text. Raises ``LoadError`` on a fatal refusal."""
-    if len(text) > MAX_BYTES:
-        raise _too_large(file, None)
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        line, column = _position(text, exc.start)
-        message = f"character U+{ord(text[exc.start]):04X} cannot be encoded as UTF-8"
-        raise LoadError(_diagnostic(file, line, column, "yaml-encoding", message)) from exc
-    if size > MAX_BYTES:
-        raise _too_large(file, size)
-    return _parse(text.removeprefix("\ufeff"), file)
-
-
-def load_stream(stream: BinaryIO, file: str = "<stdin>") -> Document:
-    """Load one YAML file from a binary stream, reading at most ``MAX_BYTES + 1`` bytes."""
-    try:
-        raw = _read_limited(stream)
-    except OSError as exc:
-        raise _unreadable(file, exc) from exc
-    if len(raw) > MAX_BYTES:
-        raise _too_large(file, None)
-    return load_bytes(raw, file)
-
-
-def load_path(path: pathlib.Path, display: str | None = None) -> Document:
-    """Load one YAML file; ``display`` (default: the path) names it in diagnostics.
-
-    The size is checked with ``stat`` before anything is read. An ``OSError`` becomes
-    a ``LoadError`` with rule ``file-unreadable``.
-    """
-    file = str(path) if display is None else display
-    try:
-        size = path.stat().st_size
-        if size <= MAX_BYTES:
-            with path.open("rb") as stream:
-                return load_stream(stream, file)
-    except OSError as exc:
-        raise _unreadable(file, exc) from exc
-    raise _too_large(file, size)

@@ -1,8 +1,8 @@
 """The `$`-reference language: reading a string into literal text, references and Jinja
-constructs, and rewriting that into Jinja source.
+constructs, rewriting that into Jinja source, and reading a reference's value.
 
-This module only reads characters; it does not import jinja2. ``templating`` compiles
-what it produces. Offsets are character offsets in the string as the flow wrote it.
+This module does not import jinja2; ``templating`` compiles what it produces. Offsets
+are character offsets in the string as the flow wrote it.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import difflib
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
 
 SCOPES = ("call", "flow.key", "user.key", "sys")
+_SCOPE_FIELDS = {"call": "call", "flow.key": "flow", "user.key": "user", "sys": "sys"}
 
 #: The Jinja global that a rewritten reference calls: ``_ref('flow.key', 'order', 'id')``.
 HELPER = "_ref"
@@ -297,3 +299,52 @@ def _write_construct(out: _Writer, construct: Construct) -> None:
     if construct.closed:
         closer = "}}" if construct.opener == "{{" else "%}"
         out.add(closer, construct.end - 2, True)
+
+
+# --- reading values ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Variables:
+    """What a render reads: the call, the flow keys, the user keys, the system values."""
+
+    call: Mapping[str, Any] = field(default_factory=dict)
+    flow: MutableMapping[str, Any] = field(default_factory=dict)
+    user: MutableMapping[str, Any] = field(default_factory=dict)
+    sys: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Missing(Exception):
+    """A reference to something unset, with the nearest existing name if there is one."""
+
+    def __init__(self, reference: str, suggestion: str | None) -> None:
+        super().__init__(reference)
+        self.reference = reference
+        self.suggestion = suggestion
+
+
+def resolve(variables: Variables, scope: str, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in ``scope`` (not a copy); raises Missing."""
+    value: Any = getattr(variables, _SCOPE_FIELDS[scope])
+    for name in path:
+        try:
+            value = value[name]
+        except (LookupError, TypeError):  # unset, or not a mapping
+            raise _missing(variables, scope, path) from None
+    return value
+
+
+def _missing(variables: Variables, scope: str, path: tuple[str, ...]) -> Missing:
+    written = f"${scope}." + ".".join(path)
+    container: Any = getattr(variables, _SCOPE_FIELDS[scope])
+    for index, name in enumerate(path):
+        if not isinstance(container, Mapping):
+            break
+        if name not in container:
+            near = suggest(name, container.keys())
+            if near is None:
+                break
+            fixed = (*path[:index], near, *path[index + 1 :])
+            return Missing(written, f"${scope}." + ".".join(fixed))
+        container = container[name]
+    return Missing(written, None)

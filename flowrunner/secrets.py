@@ -49,7 +49,12 @@ class Secrets:
         self.masked = masked
 
     def resolve(self, ref: SecretRef) -> str:
-        """The secret's value; raises :class:`SecretError` naming the secret when unset."""
+        """The secret's value; raises :class:`SecretError` naming the secret when unset.
+
+        Masked (dry runs), every secret reads as the mask, set or not.
+        """
+        if self.masked:
+            return MASK
         value = self._extra.get(ref.name)
         if value is None:
             value = self._env.get(ref.name)
@@ -58,7 +63,7 @@ class Secrets:
                 f"secret {ref.name} is not set (set the environment variable {ref.name} "
                 "or pass --secrets-file)"
             )
-        return MASK if self.masked else value
+        return value
 
     def values(self, refs: list[SecretRef]) -> list[str]:
         """The values of ``refs`` that are set (for scrubbing outputs)."""

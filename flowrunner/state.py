@@ -161,6 +161,16 @@ def unix(text: Any) -> float:
     return moment.timestamp()
 
 
+def _describe(exc: sqlite3.Error, action: str) -> str:
+    """One line for a user: what could not be done, and why."""
+    text = str(exc)
+    if _is_busy(exc):
+        return f"cannot {action}: another process kept the state file busy for too long"
+    if "not a database" in text or "malformed" in text:
+        return f"not a usable flowrunner state file ({text}); move it away to start a new one"
+    return f"cannot {action} ({text})"
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -236,15 +246,8 @@ class Store:
     def _translate(self, action: str) -> Iterator[None]:
         try:
             yield
-        except sqlite3.DatabaseError as exc:
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise StateError(
-                    f"{self.path}: not a usable flowrunner state file ({exc}); "
-                    "move it away to start a new one"
-                ) from None
-            raise StateError(f"{self.path}: cannot {action} ({exc})") from None
         except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot {action} ({exc})") from None
+            raise StateError(f"{self.path}: {_describe(exc, action)}") from None
 
     def _busy_retry(self, func: Callable[[], T]) -> T:
         for attempt in range(BUSY_RETRIES):
@@ -372,30 +375,15 @@ class Store:
         was not attempted since ``due_by``. ``ids`` restricts the claim to those pushes.
         One ``UPDATE ... RETURNING`` statement: two senders never claim the same push.
         """
-        cutoff = now if due_by is None else due_by
-        due = (
-            "COALESCE(last_attempt_at, -1) < :cutoff"
-            if ignore_schedule
-            else ("next_attempt_at <= :cutoff")
-        )
-        only = ""
         params: dict[str, Any] = {
             "owner": owner,
             "until": now + seconds,
             "now": now,
-            "cutoff": cutoff,
+            "cutoff": now if due_by is None else due_by,
             "limit": limit,
         }
-        if ids is not None:
-            names = [f":id{i}" for i in range(len(ids))]
-            params.update({f"id{i}": value for i, value in enumerate(ids)})
-            only = f"AND id IN ({', '.join(names) or 'NULL'})"
-        sql = (
-            "UPDATE outbox SET lease_owner = :owner, lease_until = :until WHERE id IN ("
-            "SELECT id FROM outbox WHERE status = 'pending' AND "
-            f"(lease_until IS NULL OR lease_until <= :now) AND {due} {only} "
-            f"ORDER BY next_attempt_at LIMIT :limit) RETURNING {_ROW_COLUMNS}"
-        )
+        params.update({f"id{i}": value for i, value in enumerate(ids or ())})
+        sql = _lease_sql(ignore_schedule, None if ids is None else len(ids))
         with self._write("lease pushes") as cur:
             rows = cur.execute(sql, params).fetchall()
         return sorted((OutboxRow.from_db(r) for r in rows), key=lambda r: r.next_attempt_at)
@@ -501,7 +489,7 @@ class Store:
     def runs(self, limit: int = 100) -> list[dict[str, Any]]:
         """Executions, newest first (``limit`` 0: all), in the ``runs list --json`` shape.
 
-        ``on_complete`` is the current status of the execution's push, or None.
+        ``on_complete_status`` is the current status of the execution's push, or None.
         """
         rows = self._read(
             "SELECT r.execution_id, r.flow, r.status, r.started_at, r.ended_at, o.status "
@@ -516,7 +504,7 @@ class Store:
                 "status": r[2],
                 "started_at": iso(r[3]),
                 "ended_at": iso(r[4]),
-                "on_complete": r[5],
+                "on_complete_status": r[5],
             }
             for r in rows
         ]
@@ -556,7 +544,7 @@ class Store:
         """
         cutoff = None if older_than is None else (now or time.time()) - older_than
         with self._write("prune runs") as cur:
-            doomed = cur.execute(_DOOMED, {"cutoff": cutoff, "keep": keep}).fetchall()
+            doomed = cur.execute(_doomed(cutoff, keep), {"cutoff": cutoff, "keep": keep}).fetchall()
             cur.executemany("DELETE FROM runs WHERE execution_id = ?", doomed)
             cur.executemany(
                 "DELETE FROM outbox WHERE execution_id = ? AND status = 'delivered'", doomed
@@ -695,11 +683,41 @@ _RETRY = (
     "status = 'pending', next_attempt_at = ? WHERE status IN ('pending', 'dead')"
 )
 
-_DOOMED = (
-    "SELECT r.execution_id FROM runs r WHERE "
-    "((:cutoff IS NOT NULL AND r.started_at < :cutoff) OR (:keep IS NOT NULL AND "
-    "r.execution_id NOT IN (SELECT execution_id FROM runs "
-    "ORDER BY started_at DESC, rowid DESC LIMIT :keep))) "
-    "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.execution_id = r.execution_id "
-    "AND o.status = 'pending')"
-)
+
+def _doomed(cutoff: float | None, keep: int | None) -> str:
+    """The query of runs that retention may delete (never those with a pending push)."""
+    reasons = []
+    if cutoff is not None:
+        reasons.append("r.started_at < :cutoff")
+    if keep is not None:
+        reasons.append(
+            "r.execution_id NOT IN (SELECT execution_id FROM runs "
+            "ORDER BY started_at DESC, rowid DESC LIMIT :keep)"
+        )
+    return (
+        f"SELECT r.execution_id FROM runs r WHERE ({' OR '.join(reasons) or '0'}) "
+        "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.execution_id = r.execution_id "
+        "AND o.status = 'pending')"
+    )
+
+
+def _lease_sql(ignore_schedule: bool, id_count: int | None) -> str:
+    """The claiming statement of :meth:`Store.lease` (named parameters)."""
+    due = (
+        "COALESCE(last_attempt_at, -1) < :cutoff"
+        if ignore_schedule
+        else ("next_attempt_at <= :cutoff")
+    )
+    if id_count is None:
+        chosen = "status = 'pending'"
+    else:
+        # '+status' keeps the planner on the primary key: a long outage may leave many
+        # pending pushes, and claiming a few named ones must not scan them all
+        names = ", ".join(f":id{i}" for i in range(id_count)) or "NULL"
+        chosen = f"id IN ({names}) AND +status = 'pending'"
+    return (
+        "UPDATE outbox SET lease_owner = :owner, lease_until = :until WHERE id IN ("
+        f"SELECT id FROM outbox WHERE {chosen} AND "
+        f"(lease_until IS NULL OR lease_until <= :now) AND {due} "
+        f"ORDER BY next_attempt_at LIMIT :limit) RETURNING {_ROW_COLUMNS}"
+    )

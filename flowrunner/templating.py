@@ -9,8 +9,13 @@ A compiled string is one of five shapes, cheapest first:
 * ``JinjaText``      anything else with ``{{ }}`` or ``{% %}``: Jinja, renders text
 
 Dicts and lists become ``MappingValue`` / ``ListValue`` of compiled values (keys are
-not templated). Everything jinja2 lives in this module; its exceptions become
-TemplateError with these rule ids:
+not templated). Inside ``{{ }}`` and ``{% %}`` each reference is rewritten into a call of
+one helper that walks the variables as the fast paths do, so an unset value raises
+UndefinedReference with a suggestion; only under ``| default(...)`` and ``is defined`` /
+``is undefined`` is an unset value Jinja's undefined.
+
+Everything jinja2 lives in this module; its exceptions become TemplateError with these
+rule ids:
 
 * ``template-syntax``     the template does not parse (positioned inside the string)
 * ``unknown-scope``       ``$name`` that is not a reference, or a bare name in ``{{ }}``
@@ -25,9 +30,9 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, NoReturn, Protocol
 
 from jinja2 import StrictUndefined, Undefined, meta, nodes, pass_context
 from jinja2.environment import Template, TemplateExpression
@@ -43,9 +48,12 @@ from flowrunner.references import (
     Construct,
     JinjaSource,
     Literal,
+    Missing,
     Piece,
     Reference,
     ScanError,
+    Variables,
+    resolve,
     scan,
     suggest,
     to_jinja,
@@ -58,7 +66,6 @@ __all__ = [
     "Variables",
     "compile_value",
     "format_text",
-    "lookup",
     "offset_mark",
     "suggest",
 ]
@@ -66,18 +73,6 @@ __all__ = [
 MAX_OUTPUT = 64 * 1024
 _MAX_INT_BITS = 10_000  # below Python's 4300-digit limit on int -> str
 _VARIABLES = "_variables"  # the render-context entry HELPER reads
-_SCOPE_FIELDS = {"call": "call", "flow.key": "flow", "user.key": "user", "sys": "sys"}
-_DATA = (str, int, float, bool, type(None), dict, list)
-
-
-@dataclass(slots=True)
-class Variables:
-    """What a render reads: the call, the flow keys, the user keys, the system values."""
-
-    call: Mapping[str, Any] = field(default_factory=dict)
-    flow: MutableMapping[str, Any] = field(default_factory=dict)
-    user: MutableMapping[str, Any] = field(default_factory=dict)
-    sys: Mapping[str, Any] = field(default_factory=dict)
 
 
 def format_text(value: Any) -> str:
@@ -114,52 +109,6 @@ def offset_mark(mark: Mark, source: str, offset: int) -> Mark:
     return Mark(mark.line, mark.column + quote + offset, mark.style)
 
 
-# --- reading variables ---------------------------------------------------------------
-
-
-class _Missing(Exception):
-    """A reference to something unset; becomes UndefinedReference with a ``where``."""
-
-    def __init__(self, reference: str, suggestion: str | None) -> None:
-        super().__init__(reference)
-        self.reference = reference
-        self.suggestion = suggestion
-
-
-def lookup(variables: Variables, scope: str, path: tuple[str, ...]) -> Any:
-    """The value at ``path`` in ``scope``; raises UndefinedReference (no ``where``)."""
-    try:
-        return _lookup(variables, scope, path)
-    except _Missing as exc:
-        raise UndefinedReference(exc.reference, exc.suggestion) from None
-
-
-def _lookup(variables: Variables, scope: str, path: tuple[str, ...]) -> Any:
-    value: Any = getattr(variables, _SCOPE_FIELDS[scope])
-    for name in path:
-        try:
-            value = value[name]
-        except (LookupError, TypeError):  # unset, or not a mapping
-            raise _missing(variables, scope, path) from None
-    return value
-
-
-def _missing(variables: Variables, scope: str, path: tuple[str, ...]) -> _Missing:
-    written = f"${scope}." + ".".join(path)
-    container: Any = getattr(variables, _SCOPE_FIELDS[scope])
-    for index, name in enumerate(path):
-        if not isinstance(container, Mapping):
-            break
-        if name not in container:
-            near = suggest(name, container.keys())
-            if near is None:
-                break
-            fixed = (*path[:index], near, *path[index + 1 :])
-            return _Missing(written, f"${scope}." + ".".join(fixed))
-        container = container[name]
-    return _Missing(written, None)
-
-
 # --- the compiled shapes ---------------------------------------------------------------
 
 
@@ -178,24 +127,23 @@ class Compiled(Protocol):
         """The value for these variables; raises TemplateError / UndefinedReference."""
 
 
+class _Rendered:
+    __slots__ = ()
+    is_constant: ClassVar[bool] = False
+
+
 @dataclass(frozen=True, slots=True)
 class Constant:
     value: Any
-
-    @property
-    def references(self) -> tuple[Reference, ...]:
-        return ()
-
-    @property
-    def is_constant(self) -> bool:
-        return True
+    references: ClassVar[tuple[Reference, ...]] = ()
+    is_constant: ClassVar[bool] = True
 
     def render(self, variables: Variables) -> Any:
         return self.value
 
 
 @dataclass(frozen=True, slots=True)
-class ReferenceValue:
+class ReferenceValue(_Rendered):
     reference: Reference
     where: Where
 
@@ -203,20 +151,16 @@ class ReferenceValue:
     def references(self) -> tuple[Reference, ...]:
         return (self.reference,)
 
-    @property
-    def is_constant(self) -> bool:
-        return False
-
     def render(self, variables: Variables) -> Any:
         # the value itself, not a copy: values are data and nobody mutates them in place
         try:
-            return _lookup(variables, self.reference.scope, self.reference.path)
-        except _Missing as exc:
+            return resolve(variables, self.reference.scope, self.reference.path)
+        except Missing as exc:
             raise UndefinedReference(exc.reference, exc.suggestion, self.where) from exc
 
 
 @dataclass(frozen=True, slots=True)
-class Text:
+class Text(_Rendered):
     parts: tuple[str | Reference, ...]
     where: Where
 
@@ -224,17 +168,13 @@ class Text:
     def references(self) -> tuple[Reference, ...]:
         return tuple(part for part in self.parts if isinstance(part, Reference))
 
-    @property
-    def is_constant(self) -> bool:
-        return False
-
     def render(self, variables: Variables) -> str:
         try:
             text = "".join(
                 [
                     part
                     if isinstance(part, str)
-                    else format_text(_lookup(variables, part.scope, part.path))
+                    else format_text(resolve(variables, part.scope, part.path))
                     for part in self.parts
                 ]
             )
@@ -244,14 +184,10 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
-class Expression:
+class Expression(_Rendered):
     references: tuple[Reference, ...]
     where: Where
     expression: TemplateExpression
-
-    @property
-    def is_constant(self) -> bool:
-        return False
 
     def render(self, variables: Variables) -> Any:
         try:
@@ -262,14 +198,10 @@ class Expression:
 
 
 @dataclass(frozen=True, slots=True)
-class JinjaText:
+class JinjaText(_Rendered):
     references: tuple[Reference, ...]
     where: Where
     template: Template
-
-    @property
-    def is_constant(self) -> bool:
-        return False
 
     def render(self, variables: Variables) -> str:
         try:
@@ -422,6 +354,7 @@ def _compile_jinja(
     try:
         tree = env.parse(source.text)
         _check_tree(tree, text, source)
+        _soften(tree)
         compiled = _expression(tree) if expression else None
         if compiled is not None:
             return Expression(references, where, compiled)
@@ -481,6 +414,20 @@ def _check_tree(tree: nodes.Template, text: str, source: JinjaSource) -> None:
     _check_names(tree, text, source)
 
 
+_SOFT_HELPER = "_ref_or_undefined"
+
+
+def _soften(tree: nodes.Template) -> None:
+    """Let ``$x | default(...)`` and ``$x is defined`` see an unset value as Jinja's
+    undefined instead of failing: only there may a reference be unset."""
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        names = ("default", "d") if isinstance(node, nodes.Filter) else ("defined", "undefined")
+        call = node.node
+        if node.name in names and isinstance(call, nodes.Call):
+            if isinstance(call.node, nodes.Name) and call.node.name == HELPER:
+                call.node = nodes.Name(_SOFT_HELPER, "load", lineno=call.node.lineno)
+
+
 def _refuse_attribute(name: str, text: str, source: JinjaSource) -> None:
     offset = _find(source, text, re.escape(name))
     message = f"unsafe template: access to attribute '{name}' is not allowed"
@@ -525,7 +472,7 @@ def _syntax_message(exc: TemplateSyntaxError) -> str:
         kind, name = unknown.groups()
         known = _environment().filters if kind == "filter" else _environment().tests
         near = suggest(name, known)
-        message += f" (did you mean '{near}'?)" if near else ""
+        message = message.rstrip(".") + (f" (did you mean '{near}'?)" if near else "")
     return "template syntax error: " + " ".join(message.split())
 
 
@@ -604,19 +551,28 @@ class _NotData(Exception):
 
 
 def _as_data(value: Any) -> Any:
-    if isinstance(value, Undefined):
-        str(value)  # StrictUndefined raises its reason (undefined, or unsafe)
-    if isinstance(value, Markup):
-        return str.__str__(value)
-    if isinstance(value, _DATA):
-        return value
-    if isinstance(value, tuple):
-        return list(value)
-    raise _NotData(f"the template gives a {type(value).__name__} object, not data")
+    """A typed result as plain data: containers copied with tuples as lists, Markup as
+    str; an undefined value raises its reason, anything else raises _NotData."""
+    if isinstance(value, str | int | float | type(None)):
+        return str.__str__(value) if isinstance(value, Markup) else value
+    if isinstance(value, dict):
+        return {key: _as_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_data(item) for item in value]
+    _not_data(value)
 
 
 def _finalize(value: Any) -> str:
-    return format_text(_as_data(value))
+    # containers go to JSON, where an undefined member still raises (through str())
+    if isinstance(value, str | int | float | type(None) | dict | list | tuple):
+        return format_text(value)
+    _not_data(value)
+
+
+def _not_data(value: Any) -> NoReturn:
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises its reason (undefined, or unsafe)
+    raise _NotData(f"the template gives a {type(value).__name__} object, not data")
 
 
 def _limit_output(text: str) -> str:
@@ -650,7 +606,7 @@ _PLAIN_REASONS: dict[type[BaseException], str] = {
 def _render_error(exc: Exception, where: Where) -> TemplateError:
     """The TemplateError for an exception raised while rendering; messages stay short
     and never quote values (only Jinja's and Python's descriptions of types)."""
-    if isinstance(exc, _Missing):
+    if isinstance(exc, Missing):
         return UndefinedReference(exc.reference, exc.suggestion, where)
     if isinstance(exc, _TooLarge):
         return TemplateError(str(exc), where, "template-too-large")
@@ -680,7 +636,15 @@ def _short(message: str | None) -> str:
 
 @pass_context
 def _reference(context: Context, scope: str, *path: str) -> Any:
-    return _lookup(context.parent[_VARIABLES], scope, path)
+    return resolve(context.parent[_VARIABLES], scope, path)
+
+
+@pass_context
+def _reference_or_undefined(context: Context, scope: str, *path: str) -> Any:
+    try:
+        return resolve(context.parent[_VARIABLES], scope, path)
+    except Missing as exc:
+        return context.environment.undefined(hint=f"undefined variable {exc.reference}")
 
 
 def _safe_range(*args: int) -> range:
@@ -710,7 +674,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with ``*`` and ``**`` bounded: ``'a' * 10**9`` and
-    ``10**10**10`` would exhaust memory or time before any other limit applied."""
+    ``10 ** 100000000`` would exhaust memory or time before any other limit applied."""
 
     intercepted_binops = frozenset({"*", "**"})
 
@@ -730,4 +694,5 @@ def _environment() -> _Sandbox:
     )
     env.globals["range"] = _safe_range
     env.globals[HELPER] = _reference
+    env.globals[_SOFT_HELPER] = _reference_or_undefined
     return env

@@ -13,7 +13,6 @@ from flowrunner.project import (
     PROJECT_FILE,
     check_flow_doc,
     check_project_doc,
-
     flow_files,
     load_doc,
     require_root,
@@ -47,9 +46,7 @@ def _flow_name(doc: Document) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def validate(
-    paths: list[str], project_dir: Path | None, stdin: BinaryIO
-) -> list[Diagnostic]:
+def validate(paths: list[str], project_dir: Path | None, stdin: BinaryIO) -> list[Diagnostic]:
     """Every problem in the given files (or the whole project), sorted.
 
     The project file is always checked, since every flow depends on it.
@@ -102,5 +99,3 @@ def _check_unique(doc: Document, names: dict[str, str], diags: list[Diagnostic])
         )
     else:
         names[name] = doc.file
-
-

@@ -113,8 +113,7 @@ def test_any_ipv4_agrees_with_the_table(value):
     # the IPv6 forms that carry it are judged the same
     assert classify(IPv6Address((0xFFFF << 32) | value)) == reason
     assert classify(IPv6Address(int(IPv6Address("64:ff9b::")) | value)) == reason
-    if reason is not None:
-        assert classify(IPv6Address((0x2002 << 112) | (value << 80))) == reason
+    assert classify(IPv6Address((0x2002 << 112) | (value << 80))) == reason
 
 
 # allowlist
@@ -139,6 +138,8 @@ def test_allowlist_parses_names_wildcards_ips_and_cidrs():
     assert allow.covers(ip_address("fd12::1"))
     assert not allow.covers(ip_address("::a00:1:0:0"))  # not an IPv4 form
     assert not allow.covers(ip_address("0.0.0.1"))  # no cross-version match with fd00::/8
+    assert allow.covers(ip_address("64:ff9b::cb00:7107"))  # NAT64 to 203.0.113.7
+    assert not allow.covers(ip_address("2002:cb00:7107::1"))  # 6to4 only passes through it
 
 
 def test_allowlist_accepts_unicode_names():
@@ -243,6 +244,8 @@ def test_wildcard_name_matches_subdomains():
 
 # URLs
 
+NONCANONICAL = "is a non-canonical form of 127.0.0.1 (write IPv4 addresses as a dotted quad)"
+
 
 @pytest.mark.parametrize(
     ("url", "reason"),
@@ -268,24 +271,25 @@ def test_wildcard_name_matches_subdomains():
             "credentials in the URL are refused (use the webhook's auth)",
         ),
         ("https:///x", "the URL has no host"),
+        ("crm.example.com/x", "the URL is not absolute (it needs https://)"),
         ("https://h:99999/", "the URL is not valid"),
         ("https://127.0.0.1/", "127.0.0.1 is a loopback address (not on the allowlist)"),
         ("https://[::1]:8443/", "::1 is a loopback address (not on the allowlist)"),
         (
             "https://2130706433/",
-            "2130706433 is a non-canonical form of 127.0.0.1 (write IPv4 addresses as a dotted quad)",
+            "2130706433 " + NONCANONICAL,
         ),
         (
             "https://0x7f000001/",
-            "0x7f000001 is a non-canonical form of 127.0.0.1 (write IPv4 addresses as a dotted quad)",
+            "0x7f000001 " + NONCANONICAL,
         ),
         (
             "https://127.1/",
-            "127.1 is a non-canonical form of 127.0.0.1 (write IPv4 addresses as a dotted quad)",
+            "127.1 " + NONCANONICAL,
         ),
         (
             "https://0177.0.0.1/",
-            "0177.0.0.1 is a non-canonical form of 127.0.0.1 (write IPv4 addresses as a dotted quad)",
+            "0177.0.0.1 " + NONCANONICAL,
         ),
         ("https://999.1.1.1/", "999.1.1.1 is not a valid IPv4 address"),
         (

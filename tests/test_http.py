@@ -210,6 +210,49 @@ async def test_timeout(server):
     assert 0.5 <= response.duration < 3
 
 
+async def test_zero_timeout_is_not_unlimited(server):
+    response = await send(LOCAL, server.url + "/slow", timeout=0)
+    assert response.failure == "timeout"
+
+
+async def raw_server(reply: bytes) -> tuple[asyncio.Server, str]:
+    """A TCP server that reads the request head, writes ``reply`` and hangs up."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    tcp = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return tcp, f"http://127.0.0.1:{tcp.sockets[0].getsockname()[1]}/"
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (b"", "server disconnected without answering"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "response body could not be read"),
+    ],
+)
+async def test_broken_servers(reply, message):
+    tcp, url = await raw_server(reply)
+    async with tcp:
+        response = await send(LOCAL, url)
+    assert (response.failure, response.message, response.status) == ("connection", message, None)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"), [("GET", {"X-Note": "a\r\nInjected: 1"}), ("GE T", {})]
+)
+async def test_unsendable_request(server, method, headers):
+    response = await send(LOCAL, server.url + "/", method=method, headers=headers)
+    assert response.failure == "connection"
+    assert response.message == "request could not be sent (invalid header or method)"
+    assert server.requests == []
+
+
 async def test_connection_refused():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

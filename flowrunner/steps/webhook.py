@@ -86,8 +86,13 @@ def build_request(step: CompiledStep, ctx: Context) -> dict[str, Any]:
         secret = ctx.services.secrets.resolve(hook.signing_secret)
         msg_id = headers["Idempotency-Key"]
         headers.update(signing.headers(secret, msg_id, int(time.time()), body or b""))
-    return {"method": hook.method, "url": url, "headers": headers, "body": body,
-            "timeout": hook.timeout}
+    return {
+        "method": hook.method,
+        "url": url,
+        "headers": headers,
+        "body": body,
+        "timeout": hook.timeout,
+    }
 
 
 def _masked(headers: dict[str, str]) -> dict[str, str]:
@@ -119,8 +124,7 @@ def _decode(body: bytes | None) -> str | None:
 def _outcome(status: int | None, failure: str | None) -> tuple[str | None, str | None]:
     if failure is not None:
         return FAILURES[failure]
-    assert status is not None
-    if 200 <= status < 300:
+    if status is None or 200 <= status < 300:  # None: a dry run's empty answer
         return None, None
     if 300 <= status < 400:
         return "Redirection", "REDIRECTION"
@@ -130,8 +134,12 @@ def _outcome(status: int | None, failure: str | None) -> tuple[str | None, str |
 
 
 def apply_answer(
-    step: CompiledStep, ctx: Context, status: int | None, body: bytes | None,
-    failure: str | None, duration: float,
+    step: CompiledStep,
+    ctx: Context,
+    status: int | None,
+    body: bytes | None,
+    failure: str | None,
+    duration: float,
 ) -> str | None:
     """Set the outcome keys (and the mapped keys on success); the error reason or None."""
     status_type, reason = _outcome(status, failure)
@@ -173,15 +181,25 @@ async def run_webhook(step: CompiledStep, ctx: Context) -> StepResult:
         return StepResult(trace=_trace(step, began, "ok", shown, response))
     message = answer.message or f"HTTP {answer.status}"
     failure = StepFailure(step=step.step.id, reason=reason, message=message)
-    return StepResult(trace=_trace(step, began, "failed", shown, response, message), failure=failure)
+    return StepResult(
+        trace=_trace(step, began, "failed", shown, response, message), failure=failure
+    )
 
 
 def _trace(
-    step: CompiledStep, began: float, outcome: Any, request: dict[str, Any],
-    response: dict[str, Any] | None, error: str | None = None,
+    step: CompiledStep,
+    began: float,
+    outcome: Any,
+    request: dict[str, Any],
+    response: dict[str, Any] | None,
+    error: str | None = None,
 ) -> StepTrace:
     return StepTrace(
-        id=step.step.id, kind="webhook", outcome=outcome,
+        id=step.step.id,
+        kind="webhook",
+        outcome=outcome,
         duration_ms=(time.perf_counter() - began) * 1000,
-        request=request, response=response, error=error,
+        request=request,
+        response=response,
+        error=error,
     )

@@ -1,0 +1,335 @@
+"""The SQLite state store: user keys, runs, the outbox, several processes on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowrunner.errors import StateError
+from flowrunner.state import AsyncRecorder, NewPush, Store
+
+
+def record(execution_id: str, *, started: str = "2026-11-28T10:00:00.000+00:00") -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "flow": "order-status",
+        "status": "COMPLETED",
+        "error": None,
+        "started_at": started,
+        "ended_at": started.replace("00.000", "00.120"),
+        "duration_ms": 120.0,
+        "steps": [],
+        "keys": {"attempts": 1},
+        "on_complete": {"webhook": "sink", "webhook_id": f"msg_{execution_id}",
+                        "status": "pending", "attempts": 0},
+    }  # fmt: skip
+
+
+def push(execution_id: str, *, created: float | None = None) -> NewPush:
+    return NewPush(
+        id=f"msg_{execution_id}",
+        execution_id=execution_id,
+        webhook="sink",
+        url="http://127.0.0.1:9/hook",
+        headers={"X-Team": "ivr"},
+        payload=b'{"flow": "order-status"}',
+        created_at=time.time() if created is None else created,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(tmp_path / "deep" / "folder" / "state.db")
+    yield opened
+    opened.close()
+
+
+# ---- opening -------------------------------------------------------------------
+
+
+def test_open_creates_folders_and_wal(store: Store) -> None:
+    assert store.path.is_file()
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    assert store.integrity_ok()
+
+
+def test_a_file_that_is_not_sqlite_is_a_state_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database, just some text" * 100)
+    with pytest.raises(StateError) as info:
+        Store.open(path)
+    message = str(info.value)
+    assert str(path) in message and "not a usable flowrunner state file" in message
+    assert "\n" not in message
+
+
+def test_a_corrupted_database_is_a_state_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Store.open(path).close()
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # wreck the schema page after the header
+    path.write_bytes(bytes(data))
+    (tmp_path / "state.db-wal").unlink(missing_ok=True)
+    with pytest.raises(StateError, match="state.db"):
+        store = Store.open(path)
+        store.user_keys()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StateError, match="newer flowrunner"):
+        Store.open(path)
+
+
+def test_a_folder_that_cannot_be_made_is_a_state_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StateError, match="cannot create its folder"):
+        Store.open(tmp_path / "file" / "state.db")
+
+
+# ---- user keys -----------------------------------------------------------------
+
+
+def test_user_keys_persist_and_seed_does_not_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    first = Store.open(path)
+    first.seed_user_keys({"tier": "gold", "calls": 0, "last": None})
+    first.set_user_key("calls", 7)
+    first.set_user_key("profile", {"name": "Ana", "tags": ["vip"]})
+    first.close()
+    second = Store.open(path)
+    second.seed_user_keys({"tier": "silver", "calls": 0, "new": True})
+    assert second.user_keys() == {
+        "tier": "gold",
+        "calls": 7,
+        "last": None,
+        "profile": {"name": "Ana", "tags": ["vip"]},
+        "new": True,
+    }
+    second.close()
+
+
+def test_update_user_key_reads_and_writes_in_one_transaction(store: Store) -> None:
+    assert store.update_user_key("counter", lambda v: v + 1, default=0) == 1
+    assert store.update_user_key("counter", lambda v: v + 1, default=0) == 2
+    assert store.user_keys() == {"counter": 2}
+
+
+def _writer(path: str, worker: int, count: int, start: Any) -> None:
+    start.wait(30)  # both processes create the file and write at the same time
+    store = Store.open(Path(path))
+    for i in range(count):
+        store.set_user_key(f"w{worker}_{i}", i)
+        store.update_user_key("counter", lambda v: v + 1, default=0)
+    store.close()
+
+
+def test_two_processes_lose_no_writes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    workers = [ctx.Process(target=_writer, args=(str(path), w, 200, start)) for w in range(2)]
+    for proc in workers:
+        proc.start()
+    start.set()
+    for proc in workers:
+        proc.join(60)
+        assert proc.exitcode == 0
+    store = Store.open(path)
+    keys = store.user_keys()
+    store.close()
+    assert keys.pop("counter") == 400
+    assert keys == {f"w{w}_{i}": i for w in range(2) for i in range(200)}
+
+
+# ---- recording ends ------------------------------------------------------------
+
+
+def test_record_end_stores_run_and_push(store: Store) -> None:
+    store.record_end(record("e1"), push("e1"))
+    store.record_end(record("e2"), None)
+    assert [d["id"] for d in store.deliveries()] == ["msg_e1"]
+    assert {r["execution_id"] for r in store.runs()} == {"e1", "e2"}
+    assert store.run("e2") == record("e2")
+
+
+def test_record_end_is_all_or_nothing(store: Store) -> None:
+    store.record_end(record("e1"), push("e1"))
+    clash = NewPush(**{**_fields(push("e1")), "execution_id": "e2"})  # same webhook-id
+    with pytest.raises(StateError, match="UNIQUE"):
+        store.record_end(record("e2"), clash)
+    assert store.run("e2") is None  # the runs row went with the refused outbox row
+    assert len(store.deliveries()) == 1
+    with pytest.raises(StateError):
+        store.record_ends([(record("e3"), push("e3")), (record("e1"), None)])  # e1 exists
+    assert store.run("e3") is None and store.outbox_row("msg_e3") is None
+
+
+def _fields(p: NewPush) -> dict[str, Any]:
+    return {name: getattr(p, name) for name in NewPush.__slots__}
+
+
+async def test_async_recorder_group_commits(store: Store) -> None:
+    recorder = AsyncRecorder(store)
+    ids = [f"a{i}" for i in range(2000)]
+    await asyncio.gather(*(recorder.record_end(record(i), push(i)) for i in ids))
+    assert recorder.commits < 50  # thousands of ends, a handful of transactions
+    with pytest.raises(StateError, match="UNIQUE"):
+        await recorder.record_end(record("dup"), push("a1"))
+    await recorder.aclose()
+    assert len(store.runs(0)) == 2000
+    assert store.pending_count() == 2000
+
+
+async def test_async_recorder_isolates_a_bad_item(store: Store) -> None:
+    store.record_end(record("taken"), None)
+    recorder = AsyncRecorder(store)
+    results = await asyncio.gather(
+        *(recorder.record_end(record(i), push(i)) for i in ("x1", "taken", "x2")),
+        return_exceptions=True,
+    )
+    await recorder.aclose()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], StateError)
+    assert store.run("x1") and store.run("x2")
+
+
+# ---- the outbox ----------------------------------------------------------------
+
+
+def test_a_lease_is_exclusive_until_it_runs_out(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    a, b = Store.open(path), Store.open(path)
+    a.record_end(record("e1"), push("e1"))
+    now = time.time()
+    assert [r.id for r in a.lease("A", now=now, seconds=10, limit=5)] == ["msg_e1"]
+    assert b.lease("B", now=now, seconds=10, limit=5, ignore_schedule=True) == []
+    assert not b.mark_delivered("msg_e1", "B", now=now)  # only the owner settles
+    taken = b.lease("B", now=now + 11, seconds=10, limit=5)
+    assert [r.id for r in taken] == ["msg_e1"]
+    assert not a.mark_delivered("msg_e1", "A", now=now + 12)  # A's lease was taken over
+    assert b.mark_delivered("msg_e1", "B", now=now + 12)
+    assert (b.delivery("msg_e1") or {})["status"] == "delivered"
+    a.close()
+    b.close()
+
+
+def test_lease_respects_schedule_and_ids(store: Store) -> None:
+    now = time.time()
+    for name in ("e1", "e2", "e3"):
+        store.record_end(record(name), push(name, created=now))
+    assert [r.id for r in store.lease("A", now=now, seconds=5, limit=9, ids=["msg_e2"])] == [
+        "msg_e2"
+    ]
+    assert store.mark_retry("msg_e2", "A", now=now, next_attempt_at=now + 100, error="HTTP 500")
+    due = store.lease("A", now=now + 1, seconds=5, limit=9)
+    assert sorted(r.id for r in due) == ["msg_e1", "msg_e3"]
+    for row in due:
+        store.mark_retry(row.id, "A", now=now + 1, next_attempt_at=now + 50, error="HTTP 503")
+    assert store.lease("A", now=now + 2, seconds=5, limit=9) == []
+    assert store.next_due() == pytest.approx(now + 50)
+    everything = store.lease("A", now=now + 2, seconds=5, limit=9, ignore_schedule=True)
+    assert len(everything) == 3
+
+
+def test_marks_and_the_deliveries_shape(store: Store) -> None:
+    now = time.time()
+    for name in ("e1", "e2", "e3"):
+        store.record_end(record(name), push(name, created=now))
+    store.lease("A", now=now, seconds=5, limit=9)
+    store.mark_delivered("msg_e1", "A", now=now)
+    store.mark_dead("msg_e2", "A", now=now, error="HTTP 410 (not retried)")
+    store.mark_blocked("msg_e3", "A", now=now, next_attempt_at=now + 5, error="secret X")
+    rows = {d["id"]: d for d in store.deliveries()}
+    assert set(rows["msg_e1"]) >= {"id", "execution_id", "webhook", "status", "attempts",
+                                   "next_attempt_at", "last_error", "created_at"}  # fmt: skip
+    assert rows["msg_e1"]["status"] == "delivered" and rows["msg_e1"]["attempts"] == 1
+    assert rows["msg_e1"]["next_attempt_at"] is None
+    assert rows["msg_e2"]["status"] == "dead" and rows["msg_e2"]["last_error"].startswith("HTTP")
+    assert rows["msg_e3"]["status"] == "pending" and rows["msg_e3"]["attempts"] == 0
+    assert rows["msg_e3"]["next_attempt_at"].endswith("+00:00")
+    assert [d["id"] for d in store.deliveries(dead_only=True)] == ["msg_e2"]
+    assert (store.run("e2") or {})["on_complete"]["status"] == "dead"
+
+
+def test_retry_and_retry_all_dead(store: Store) -> None:
+    now = time.time()
+    for name in ("e1", "e2", "e3"):
+        store.record_end(record(name), push(name, created=now))
+    store.lease("A", now=now, seconds=5, limit=9)
+    store.mark_dead("msg_e1", "A", now=now, error="HTTP 400 (not retried)")
+    store.mark_dead("msg_e2", "A", now=now, error="HTTP 400 (not retried)")
+    store.mark_delivered("msg_e3", "A", now=now)
+    assert not store.retry("msg_e3")  # delivered stays delivered
+    assert not store.retry("nope")
+    assert store.retry("msg_e1", now=now + 1)
+    row = store.outbox_row("msg_e1")
+    assert row and row.status == "pending" and row.attempts == 0
+    assert row.next_attempt_at == now + 1
+    assert store.retry_all_dead() == 1
+    assert store.pending_count() == 2
+
+
+# ---- runs ----------------------------------------------------------------------
+
+
+def test_runs_newest_first_with_limit(store: Store) -> None:
+    for minute in range(5):
+        store.record_end(record(f"e{minute}", started=f"2026-11-28T10:0{minute}:00.000+00:00"),
+                         None)  # fmt: skip
+    listed = store.runs(3)
+    assert [r["execution_id"] for r in listed] == ["e4", "e3", "e2"]
+    assert listed[0] == {
+        "execution_id": "e4",
+        "flow": "order-status",
+        "status": "COMPLETED",
+        "started_at": "2026-11-28T10:04:00.000+00:00",
+        "ended_at": "2026-11-28T10:04:00.120+00:00",
+        "on_complete_status": None,
+    }
+    assert len(store.runs(0)) == 5
+
+
+def test_run_merges_the_current_push_status(store: Store) -> None:
+    store.record_end(record("e1"), push("e1"))
+    now = time.time()
+    store.lease("A", now=now, seconds=5, limit=1)
+    store.mark_retry("msg_e1", "A", now=now, next_attempt_at=now + 5, error="HTTP 503")
+    shown = store.run("e1")
+    assert shown is not None
+    assert shown["on_complete"] == {"webhook": "sink", "webhook_id": "msg_e1",
+                                    "status": "pending", "attempts": 1,
+                                    "last_error": "HTTP 503"}  # fmt: skip
+    assert store.run("unknown") is None
+
+
+def test_pruning_keeps_runs_with_pending_pushes(store: Store) -> None:
+    now = time.time()
+    for day in range(1, 7):  # e1 (oldest) .. e6 (newest)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime(now - 86400 * (7 - day)))
+        store.record_end(
+            record(f"e{day}", started=stamp), push(f"e{day}", created=now) if day <= 3 else None
+        )
+    store.lease("A", now=now, seconds=5, limit=9, ids=["msg_e1", "msg_e2"])
+    store.mark_delivered("msg_e1", "A", now=now)
+    store.mark_dead("msg_e2", "A", now=now, error="HTTP 400 (not retried)")
+    # older than 3.5 days: e1, e2, e3; e3's push is pending, so it stays
+    assert store.prune_runs(older_than=3.5 * 86400, keep=None, now=now) == 2
+    assert [r["execution_id"] for r in store.runs(0)] == ["e6", "e5", "e4", "e3"]
+    assert store.outbox_row("msg_e1") is None  # delivered: gone with its run
+    assert store.outbox_row("msg_e2") is not None  # dead letters stay for retry
+    assert store.prune_runs(older_than=None, keep=1) == 2  # e5, e4; e3 still pending
+    assert [r["execution_id"] for r in store.runs(0)] == ["e6", "e3"]
