@@ -56,6 +56,7 @@ def build_project(doc: Document, root: Path) -> m.Project:
     data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
     http = data.get("http") or {}
     delivery = data.get("delivery") or {}
+    history = data.get("history") or {}
     state = Path(str(data.get("state", m.DEFAULT_STATE)))
     return m.Project(
         root=root,
@@ -73,6 +74,10 @@ def build_project(doc: Document, root: Path) -> m.Project:
                 float(s) for s in delivery.get("retry_schedule", m.DEFAULT_RETRY_SCHEDULE)
             ),
             lease=float(delivery.get("lease", m.DEFAULT_LEASE)),
+        ),
+        history=m.HistoryPolicy(
+            keep_days=float(history.get("keep_days", 30)),
+            keep_runs=int(history.get("keep_runs", 100_000)),
         ),
     )
 

@@ -85,6 +85,12 @@ class DeliveryPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPolicy:
+    keep_days: float = 30.0
+    keep_runs: int = 100_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Project:
     """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state path."""
 
@@ -95,6 +101,7 @@ class Project:
     user_keys: dict[str, Any] = field(default_factory=dict)
     state: Path = Path(DEFAULT_STATE)
     delivery: DeliveryPolicy = DeliveryPolicy()
+    history: HistoryPolicy = HistoryPolicy()
 
     @property
     def file(self) -> str:
