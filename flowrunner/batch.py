@@ -1,11 +1,299 @@
-"""``run --events``: one execution per JSON line (placeholder until the batch runner lands)."""
+"""``run --events``: one execution per JSON line, run concurrently, recorded in input order.
+
+How a batch runs:
+
+* One :class:`~flowrunner.runner.Runner` serves every line: one connection pool, one
+  store, templates compiled once, execution ends group-committed.
+* A dispatcher numbers the lines (1-based) as :class:`~flowrunner.events.LineReader`
+  hands them over, checks each (:func:`~flowrunner.events.parse_line`) and queues it
+  for ``concurrency`` workers. A line that cannot be run gets its INVALID record at once.
+* Records are written in input order. A record that is ready before those of earlier
+  lines waits in a reorder buffer; at most ``4 × concurrency`` lines are numbered and
+  not yet written, and reading pauses while that window is full. Memory is bounded by
+  the window, however long the input.
+* Every line read gets exactly one record: the execution record plus ``"line"``, an
+  INVALID record, or, after an interrupt, an INTERRUPTED one.
+* SIGINT or SIGTERM: reading stops, lines not started are INTERRUPTED, executions in
+  flight get :data:`GRACE` seconds to finish (a second signal cuts that short) and are
+  INTERRUPTED otherwise; the output ends with whole lines.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from flowrunner.errors import UsageError
+from flowrunner.engine import Inputs
+from flowrunner.errors import StateError
+from flowrunner.events import (
+    Chunk,
+    Invalid,
+    LineReader,
+    dumps_line,
+    optional_module,
+    parse_line,
+)
+from flowrunner.progress import Counts, ProgressBar
+from flowrunner.runner import Runner
+
+GRACE = 5.0  # seconds in-flight executions get to finish after an interrupt
+WINDOW_FACTOR = 4  # lines numbered and not yet written, per unit of concurrency
+FLUSH_BYTES = 1 << 16  # output buffered before a write
+TICK = 0.2  # seconds between progress redraws
+FLUSH_TICKS = 5  # ticks between output flushes
 
 
-def run_events(**options: Any) -> int:
-    raise UsageError("--events is not available in this build")
+class Output:
+    """Whole records written to a file descriptor with ``os.write``, buffered.
+
+    Nothing is left in a Python buffer at exit (a broken pipe cannot resurface there);
+    the first write error is kept in ``error`` and later writes are dropped.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        view = memoryview(b"".join(self._parts))
+        self._parts.clear()
+        self._size = 0
+        if self.error is not None:
+            return
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            self.error = exc
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a batch did: record counts, and why it stopped early if it did."""
+
+    counts: Counts = field(default_factory=Counts)
+    interrupted: bool = False  # by SIGINT or SIGTERM
+    read_error: OSError | None = None
+    write_error: OSError | None = None
+
+
+class Batch:
+    """One ``run --events`` batch over an open runner, input and output."""
+
+    def __init__(
+        self, runner: Runner, fd: int, output: Output, *, concurrency: int, bar: ProgressBar
+    ) -> None:
+        self.runner = runner
+        self.fd = fd
+        self.output = output
+        self.concurrency = concurrency
+        self.window = WINDOW_FACTOR * concurrency
+        self.bar = bar
+        self.outcome = Outcome()
+        self._results: dict[int, bytes] = {}
+        self._next_line = 1  # the number of the next line read
+        self._next_out = 1  # the next line to write
+        self._read_bytes = 0
+        self._room = asyncio.Event()
+        self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
+        self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
+        self._stopping = False
+        self._ticks = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    async def run(self) -> Outcome:
+        """Run every line; returns once each line read has its record written."""
+        loop = asyncio.get_running_loop()
+        reader = self._reader = LineReader(self.fd, self._deliver(loop))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._signalled)
+        self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
+        self._dispatcher = loop.create_task(self._dispatch())
+        self._timers["tick"] = loop.call_later(TICK, self._tick)
+        reader.start()
+        try:
+            results = await asyncio.gather(self._dispatcher, *self._workers, return_exceptions=True)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            for timer in self._timers.values():
+                timer.cancel()
+            reader.stop()
+        for result in results:
+            if isinstance(result, Exception):
+                raise result  # a bug: the guarded command reports it
+        self._flush()
+        self.output.flush()
+        self.outcome.write_error = self.output.error
+        self.bar.clear()
+        return self.outcome
+
+    def _signalled(self) -> None:
+        self.outcome.interrupted = True
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Stop reading; lines not started are INTERRUPTED; in-flight ones get GRACE s.
+
+        A second call cancels the executions still running.
+        """
+        if self._stopping:
+            self._cancel_workers()
+            return
+        self._stopping = True
+        self._reader.stop()
+        self._dispatcher.cancel()
+        while not self._work.empty():
+            item = self._work.get_nowait()
+            if item is not None:
+                self._interrupted(*item)
+        for _ in self._workers:
+            self._work.put_nowait(None)
+        loop = asyncio.get_running_loop()
+        self._timers["grace"] = loop.call_later(GRACE, self._cancel_workers)
+
+    def _cancel_workers(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
+        def deliver(item: Chunk | OSError | None) -> None:
+            loop.call_soon_threadsafe(self._chunks.put_nowait, item)
+
+        return deliver
+
+    # ---- reading and dispatching ------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while (chunk := await self._chunks.get()) is not None:
+            if isinstance(chunk, OSError):
+                self.outcome.read_error = chunk
+                break
+            self._reader.taken()
+            for raw in chunk.lines:
+                while self._next_line - self._next_out >= self.window:
+                    self._room.clear()
+                    await self._room.wait()
+                number = self._next_line
+                self._next_line += 1
+                parsed = parse_line(raw)
+                if isinstance(parsed, Invalid):
+                    self._invalid(number, parsed)
+                else:
+                    call, keys, user_keys = parsed
+                    inputs = Inputs(
+                        call=call, keys=keys, user_keys=user_keys, execution_id=str(uuid.uuid4())
+                    )
+                    self._work.put_nowait((number, inputs))
+            self._read_bytes += chunk.size
+        for _ in self._workers:
+            self._work.put_nowait(None)
+
+    # ---- executing ------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        run = self.runner.run_with_data
+        counts = self.outcome.counts
+        while (item := await self._work.get()) is not None:
+            number, inputs = item
+            try:
+                record, data = await run(inputs)
+                line = dumps_line({"line": number, **data})
+            except asyncio.CancelledError:
+                self._interrupted(number, inputs)
+                return
+            except Exception as exc:  # the batch goes on; the record says what happened
+                counts.failed += 1
+                self._finish(number, dumps_line(_crashed(number, inputs, exc)))
+                continue
+            if record.status == "COMPLETED":
+                counts.completed += 1
+            else:
+                counts.failed += 1
+            if record.on_complete is not None and record.on_complete["status"] == "pending":
+                counts.pending += 1
+            self._finish(number, line)
+
+    def _invalid(self, number: int, problem: Invalid) -> None:
+        self.outcome.counts.invalid += 1
+        error = {"reason": problem.reason, "message": problem.message}
+        self._finish(number, dumps_line({"line": number, "status": "INVALID", "error": error}))
+
+    def _interrupted(self, number: int, inputs: Inputs) -> None:
+        self.outcome.counts.interrupted += 1
+        record = {"line": number, "status": "INTERRUPTED", "execution_id": inputs.execution_id}
+        self._finish(number, dumps_line(record))
+
+    # ---- writing --------------------------------------------------------------------
+
+    def _finish(self, number: int, line: bytes) -> None:
+        self._results[number] = line
+        if number == self._next_out:
+            self._flush()
+
+    def _flush(self) -> None:
+        results = self._results
+        number = self._next_out
+        write = self.output.write
+        while (line := results.pop(number, None)) is not None:
+            write(line)
+            number += 1
+        self._next_out = number
+        self._room.set()
+        if self.output.error is not None and not self._stopping:
+            self.interrupt()  # nowhere to write to: stop as after Ctrl-C
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        self.bar.show(self._next_out - 1, self._read_bytes)
+        if self._ticks % FLUSH_TICKS == 0:
+            self.output.flush()
+        loop = asyncio.get_running_loop()
+        self._timers["tick"] = loop.call_later(TICK, self._tick)
+
+
+def _crashed(number: int, inputs: Inputs, exc: Exception) -> dict[str, Any]:
+    """The record of an execution that raised: it counts as FAILED."""
+    if isinstance(exc, StateError):
+        reason, message = "STATE_ERROR", str(exc)
+    else:
+        reason, message = "INTERNAL_ERROR", f"internal error: {type(exc).__name__}"
+    return {
+        "line": number,
+        "execution_id": inputs.execution_id,
+        "status": "FAILED",
+        "error": {"step": None, "reason": reason, "message": message},
+        "on_complete": None,
+    }
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (``flowrunner[fast]``), else the default."""
+    uvloop = optional_module("uvloop")
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = getattr(
+        uvloop, "new_event_loop", None
+    )
+    return factory
+
+
+async def run_events(
+    runner: Runner, fd: int, output: Output, *, concurrency: int, bar: ProgressBar
+) -> Outcome:
+    """Run every line of ``fd`` through ``runner`` (entered here) and write the records."""
+    async with runner:
+        return await Batch(runner, fd, output, concurrency=concurrency, bar=bar).run()

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from flowrunner.cliutil import EXIT_OK, EXIT_PENDING, EXIT_PROBLEMS
+from flowrunner.cliutil import EXIT_INTERRUPTED, EXIT_OK, EXIT_PENDING, EXIT_PROBLEMS
 from flowrunner.engine import Inputs
+from flowrunner.errors import UsageError
 from flowrunner.project import load_plan, require_root
 from flowrunner.result import ExecutionRecord
 from flowrunner.secrets import Secrets, read_secrets_file
+
+if TYPE_CHECKING:
+    from flowrunner.batch import Outcome
 
 
 def make_secrets(secrets_file: Path | None, *, masked: bool = False) -> Secrets:
@@ -68,6 +75,96 @@ def run_once(
 
 
 def run_batch(**options: Any) -> int:
-    from flowrunner.batch import run_events
+    """``run --events`` with the options of the ``run`` command (see :func:`batch_run`)."""
+    return batch_run(**options)
 
-    return run_events(**options)
+
+def batch_run(
+    *,
+    project: Path | None,
+    flow: str,
+    secrets_file: Path | None,
+    events: str,
+    concurrency: int,
+    output: Path | None,
+    dry_run: bool,
+    on_complete: bool,
+) -> int:
+    """``run --events``: run every line of ``events``, write the records, summarise.
+
+    Exit 130 when interrupted, else 1 if an execution failed or a line was invalid (or
+    the input or output failed), else 75 if a push is still pending, else 0.
+    """
+    import time
+
+    from flowrunner.batch import Output, loop_factory, run_events
+    from flowrunner.progress import ProgressBar, summary_line
+    from flowrunner.runner import Runner
+
+    plan = load_plan(require_root(project), flow)
+    runner = Runner(
+        plan,
+        make_secrets(secrets_file, masked=dry_run),
+        dry_run=dry_run,
+        on_complete=on_complete,
+        concurrency=concurrency,
+        group_commit=True,
+    )
+    fd, size = _open_events(events)
+    out = Output(_open_output(output))
+    bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty(), total=size)
+    started = time.monotonic()
+    with asyncio.Runner(loop_factory=loop_factory()) as loop:
+        outcome = loop.run(run_events(runner, fd, out, concurrency=concurrency, bar=bar))
+    click.echo(summary_line(outcome.counts, time.monotonic() - started), err=True)
+    return _batch_exit(outcome, events)
+
+
+def _batch_exit(outcome: Outcome, events: str) -> int:
+    """Say what went wrong besides executions, and choose the exit code."""
+    counts = outcome.counts
+    for action, error in (("reading " + events, outcome.read_error),
+                          ("writing the records", outcome.write_error)):  # fmt: skip
+        if error is not None:
+            click.echo(f"flowrunner: {action} failed ({_reason(error)})", err=True)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if counts.failed or counts.invalid or outcome.read_error or outcome.write_error:
+        return EXIT_PROBLEMS
+    if counts.pending:
+        click.echo(
+            f"flowrunner: {counts.pending} on-complete pushes are waiting in the outbox; "
+            "'flowrunner deliveries drain' sends them",
+            err=True,
+        )
+        return EXIT_PENDING
+    return EXIT_OK
+
+
+def _open_events(events: str) -> tuple[int, int | None]:
+    """The file descriptor to read, and its size when it is a regular file."""
+    if events == "-":
+        fd = sys.stdin.fileno()
+    else:
+        try:
+            fd = os.open(events, os.O_RDONLY)
+        except OSError as exc:
+            raise UsageError(f"{events}: cannot read events ({_reason(exc)})") from None
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{events}: is a folder, not a file of events")
+    return fd, info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _open_output(output: Path | None) -> int:
+    if output is None:
+        sys.stdout.flush()
+        return sys.stdout.fileno()
+    try:
+        return os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        raise UsageError(f"{output}: cannot write the records ({_reason(exc)})") from None
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__).lower()

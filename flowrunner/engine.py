@@ -23,6 +23,19 @@ from flowrunner.templating import Variables
 
 STEP_LIMIT = 1000
 
+# the text forms of false values: what `{% if %}true{% else %}false{% endif %}`, a
+# `--call vip=false` or a boolean formatted into text give
+FALSE_TEXTS = frozenset({"", "false", "0", "null", "none"})
+
+
+def truthy(value: Any) -> bool:
+    """Whether a rendered ``when`` lets its step run: a text is false when it is the text
+    of a false value (``""``, ``false``, ``0``, ``null``, ``none``, any case, spaces
+    around ignored); anything else is false as in Python (``0``, ``[]``, ``{}``, null)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in FALSE_TEXTS
+    return bool(value)
+
 
 class UserKeyStore(Protocol):
     """Where ``$user.key.*`` live (the SQLite state store, or a dict in tests)."""
@@ -164,7 +177,7 @@ class Engine:
         began = time.perf_counter()
         kind = "webhook" if isinstance(step.step, m.WebhookStep) else "operation"
         try:
-            if step.when is not None and not step.when.render(ctx.variables):
+            if _skipped(step, ctx):
                 return StepResult(trace=_trace(step.step.id, kind, "skipped", began))
             return await self.handlers[type(step.step)](step, ctx)
         except TemplateError as exc:
@@ -172,6 +185,13 @@ class Engine:
             return _failed(step.step.id, kind, began, "TEMPLATE_ERROR", where + exc.bare_message)
         except SecretError as exc:
             return _failed(step.step.id, kind, began, "SECRET_MISSING", str(exc))
+
+
+def _skipped(step: CompiledStep, ctx: Context) -> bool:
+    # `when: false` is a plain boolean: the compiler keeps no template for it
+    if step.step.when is False:
+        return True
+    return step.when is not None and not truthy(step.when.render(ctx.variables))
 
 
 def _trace(step_id: str, kind: Any, outcome: Any, began: float, **extra: Any) -> StepTrace:

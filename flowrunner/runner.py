@@ -2,12 +2,16 @@
 client, secrets checked up front, the on-complete push recorded and sent.
 
 ``Runner`` is an async context manager shared by ``run``, ``run --events`` and ``demo``:
-one HTTP session and one store connection serve every execution of a run.
+one HTTP session and one store connection serve every execution of a run. With
+``group_commit=True`` (``run --events``) execution ends are recorded through an
+:class:`~flowrunner.state.AsyncRecorder`: one transaction for every execution that ended
+while the previous one committed, off the event loop.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -18,6 +22,8 @@ from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services, UserKeyS
 from flowrunner.result import ExecutionRecord, iso
 from flowrunner.secrets import Secrets
 from flowrunner.templating import Variables, format_text
+
+REFRESH = 0.1  # seconds a cached user key may lag behind another process's write
 
 
 def used_secrets(plan: Plan) -> list[m.SecretRef]:
@@ -37,8 +43,45 @@ def used_secrets(plan: Plan) -> list[m.SecretRef]:
     return refs
 
 
+class CachedUserKeys:
+    """The store's user keys, cached: this process's writes at once, others' within
+    :data:`REFRESH` seconds.
+
+    A write goes to the store at once (its own transaction, last write wins) and into
+    the cache, so this process always reads its own writes. At most every ``REFRESH``
+    seconds a read asks SQLite whether another connection (another process, or this
+    process's recorder thread) committed since, and reloads if so. Asking on every read
+    would cost a query per execution, and each query lets other threads take the GIL.
+    """
+
+    def __init__(self, store: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store  # flowrunner.state.Store; Any keeps sqlite out of this import
+        self._clock = clock
+        self._checked = clock()
+        self._version = store.data_version()
+        self._values: dict[str, Any] = store.user_keys()
+
+    def user_keys(self) -> dict[str, Any]:
+        now = self._clock()
+        if now - self._checked >= REFRESH:
+            self._checked = now
+            version = self._store.data_version()
+            if version != self._version:
+                self._version = version
+                self._values = self._store.user_keys()
+        return dict(self._values)
+
+    def set_user_key(self, name: str, value: Any) -> None:
+        self._store.set_user_key(name, value)
+        self._values[name] = value
+
+
 class Runner:
-    """Executes a plan; ``on_complete=False`` skips pushes; ``dry_run`` sends nothing."""
+    """Executes a plan; ``on_complete=False`` skips pushes; ``dry_run`` sends nothing.
+
+    ``concurrency`` sizes the connection pool; ``group_commit`` records execution ends
+    in shared transactions (for many concurrent executions).
+    """
 
     def __init__(
         self,
@@ -48,6 +91,7 @@ class Runner:
         dry_run: bool = False,
         on_complete: bool = True,
         concurrency: int = 64,
+        group_commit: bool = False,
     ) -> None:
         self.plan = plan
         self.project = plan.project.project
@@ -55,10 +99,12 @@ class Runner:
         self.dry_run = dry_run
         self.push_to = plan.on_complete if on_complete else None
         self.concurrency = concurrency
+        self.group_commit = group_commit
         self._stack = AsyncExitStack()
         self.store: Any = None
         self.client: Any = None
         self.deliverer: Any = None
+        self.recorder: Any = None
         for ref in used_secrets(plan):
             secrets.resolve(ref)  # fail before anything runs, naming the secret
 
@@ -67,38 +113,52 @@ class Runner:
         if self.dry_run:
             users = MemoryUserKeys(self.project.user_keys)
         else:
-            from flowrunner.delivery import Deliverer
-            from flowrunner.http import HttpClient
-            from flowrunner.state import Store
-
-            self.store = Store.open(self.project.state)
-            self._stack.callback(self.store.close)
-            self.store.seed_user_keys(self.project.user_keys)
-            users = self.store
-            self.client = await self._stack.enter_async_context(
-                HttpClient(self.project.http, limit=self.concurrency)
-            )
-            self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
+            users = await self._open_state()
         services = Services(
             client=self.client, secrets=self.secrets, users=users, dry_run=self.dry_run
         )
         self.engine = Engine(self.plan, services)
         return self
 
+    async def _open_state(self) -> UserKeyStore:
+        from flowrunner.delivery import Deliverer
+        from flowrunner.http import HttpClient
+        from flowrunner.state import AsyncRecorder, Store
+
+        self.store = Store.open(self.project.state)
+        self._stack.callback(self.store.close)
+        self.store.seed_user_keys(self.project.user_keys)
+        self.client = await self._stack.enter_async_context(
+            HttpClient(self.project.http, limit=self.concurrency)
+        )
+        self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
+        if self.group_commit:
+            self.recorder = await self._stack.enter_async_context(AsyncRecorder(self.store))
+        return CachedUserKeys(self.store)
+
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
     async def run(self, inputs: Inputs) -> ExecutionRecord:
         """One execution, recorded, with its push recorded and tried once."""
+        record, _ = await self.run_with_data(inputs)
+        return record
+
+    async def run_with_data(self, inputs: Inputs) -> tuple[ExecutionRecord, dict[str, Any]]:
+        """Like :meth:`run`; also returns the record as JSON data, built once."""
         record = await self.engine.execute(inputs)
+        data = record.as_dict()
         if self.dry_run:
-            return record
+            return record, data
         push = self._push(record) if self.push_to is not None else None
-        self.store.record_end(record.as_dict(), push)
+        if self.recorder is not None:
+            await self.recorder.record_end(data, push)
+        else:
+            self.store.record_end(data, push)
         if push is not None:
             status = await self.deliverer.send_now([push.id])
-            record.on_complete = status[push.id]
-        return record
+            record.on_complete = data["on_complete"] = status[push.id]
+        return record, data
 
     def _push(self, record: ExecutionRecord) -> Any:
         from flowrunner.state import NewPush

@@ -306,6 +306,14 @@ class Store:
         rows = self._read("SELECT name, value FROM user_keys ORDER BY name")
         return {name: json.loads(value) for name, value in rows}
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file.
+
+        Reads no table (SQLite's ``PRAGMA data_version``): a cache of this file checks it
+        to notice writes made by other connections and processes.
+        """
+        return int(self._read("PRAGMA data_version")[0][0])
+
     def set_user_key(self, name: str, value: Any) -> None:
         """Store ``value`` under ``name`` at once; the last write wins."""
         self.set_user_keys({name: value})

@@ -76,7 +76,7 @@ def build_request(step: CompiledStep, ctx: Context) -> dict[str, Any]:
     query, body, ctype = _body(hook, step.step.method, _groups(step.step, ctx), params)
     url = format_text(cw.url.render(ctx.variables))
     if query:
-        url += ("&" if "?" in url else "?") + query
+        url = _with_query(url, query)
     headers = _headers(cw, ctx, step.step.id)
     if ctype:
         headers["Content-Type"] = ctype
@@ -93,6 +93,13 @@ def build_request(step: CompiledStep, ctx: Context) -> dict[str, Any]:
         "body": body,
         "timeout": hook.timeout,
     }
+
+
+def _with_query(url: str, query: str) -> str:
+    """``url`` with ``query`` added to its query string (before any ``#fragment``, which
+    is never sent: parameters after it would be lost)."""
+    base, hash_, fragment = url.partition("#")
+    return base + ("&" if "?" in base else "?") + query + hash_ + fragment
 
 
 def _masked(headers: dict[str, str]) -> dict[str, str]:
@@ -155,8 +162,9 @@ def apply_answer(
     if reason is None and step.method is not None and step.method.response:
         try:
             data = json.loads(raw) if raw else None
-        except ValueError:
-            data = None  # a 2xx that is not JSON: mapped keys become null
+        except (ValueError, RecursionError):
+            # a 2xx that is not JSON, or nested too deep to parse: mapped keys become null
+            data = None
         for key, path in step.method.response.items():
             flow[key] = _lookup(data, path)
     return reason

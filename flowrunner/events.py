@@ -1,0 +1,288 @@
+"""The JSON Lines of ``run --events``: input lines read in a thread and checked one by one,
+records encoded for output.
+
+Input is read from a file descriptor with ``os.read`` in a daemon thread, split into
+lines there and handed to the event loop a chunk at a time, at most :data:`AHEAD`
+chunks ahead of the loop: a slow pipe never blocks the loop, memory stays flat, and a
+reader stuck on an idle stdin never delays exit. A line over :data:`MAX_LINE` bytes is
+skipped without being held in memory; only its size is handed on.
+
+:func:`parse_line` turns one line into execution inputs, or into an :class:`Invalid`
+whose message names the problem without echoing the line. orjson is used when it is
+importable (``pip install 'flowrunner[fast]'``), else the standard ``json`` module; both
+accept the same lines.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def optional_module(name: str) -> Any:
+    """The module ``name`` if it is installed, else None (extras such as orjson)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+orjson = optional_module("orjson")
+
+MAX_LINE = 1 << 20  # bytes of one input line, newline excluded
+READ_SIZE = 1 << 16
+AHEAD = 4  # chunks read ahead of the event loop
+MEMBERS = ("call", "keys", "user_keys")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """A line that was skipped because it is longer than :data:`MAX_LINE` bytes."""
+
+    size: int
+
+
+Line = bytes | Oversize
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Lines read together; ``size`` is the bytes they took in the input."""
+
+    lines: list[Line]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Why a line cannot be run: an upper-case ``reason`` and a message for people."""
+
+    reason: str
+    message: str
+
+
+Parsed = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # call, keys, user_keys
+
+
+# ---- reading -----------------------------------------------------------------------
+
+
+class LineReader:
+    """Reads the lines of ``fd`` in a daemon thread; ``deliver`` gets each :class:`Chunk`
+    in the thread, then ``None`` at the end, or the ``OSError`` that stopped reading.
+
+    ``deliver`` must hand the item over to the consumer (``loop.call_soon_threadsafe``);
+    the consumer calls :meth:`taken` once per chunk it has taken, which lets the thread
+    read on.
+    """
+
+    def __init__(self, fd: int, deliver: Callable[[Chunk | OSError | None], None]) -> None:
+        self._fd = fd
+        self._deliver = deliver
+        self._room = threading.Semaphore(AHEAD)
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="flowrunner-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def taken(self) -> None:
+        self._room.release()
+
+    def stop(self) -> None:
+        """Read no further (a read in progress finishes and is dropped)."""
+        self._stopped = True
+        self._room.release()
+
+    def _run(self) -> None:
+        try:
+            for chunk in self._chunks():
+                self._room.acquire()
+                if self._stopped:
+                    return
+                self._deliver(chunk)
+            end: OSError | None = None
+        except OSError as exc:
+            end = exc
+        except RuntimeError:  # the event loop closed under us: nobody is listening
+            return
+        if not self._stopped:
+            try:
+                self._deliver(end)
+            except RuntimeError:
+                return
+
+    def _chunks(self) -> Iterator[Chunk]:
+        """Yield :class:`Chunk` objects; the last line may lack its newline."""
+        partial = b""
+        skipped = -1  # bytes of an oversize line being skipped, -1 when none
+        size = 0  # bytes read and not yet handed on
+        first = True
+        while not self._stopped:
+            data = os.read(self._fd, READ_SIZE)
+            if not data:
+                break
+            size += len(data)
+            if first and data.startswith(_BOM):
+                data = data[len(_BOM) :]
+            first = False
+            parts = data.split(b"\n")
+            lines: list[Line] = []
+            head = parts[0]
+            if len(parts) == 1:  # no newline in this read: the line goes on
+                if skipped >= 0:
+                    skipped += len(head)
+                elif len(partial) + len(head) > MAX_LINE:
+                    skipped, partial = len(partial) + len(head), b""
+                else:
+                    partial += head
+                continue
+            if skipped >= 0:
+                lines.append(Oversize(skipped + len(head)))
+                skipped = -1
+            else:
+                lines.append(_sized(partial + head))
+            partial = b""
+            lines.extend(_sized(p) for p in parts[1:-1])
+            tail = parts[-1]
+            if len(tail) > MAX_LINE:
+                skipped = len(tail)
+            else:
+                partial = tail
+            yield Chunk(lines, size)
+            size = 0
+        if skipped >= 0:
+            yield Chunk([Oversize(skipped)], size)
+        elif partial:
+            yield Chunk([partial], size)
+
+
+def _sized(line: bytes) -> Line:
+    return Oversize(len(line)) if len(line) > MAX_LINE else line
+
+
+# ---- checking ----------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(raw: bytes) -> Any:
+    """Decode one line; ValueError (or RecursionError) when it is not JSON."""
+    if orjson is not None:
+        return orjson.loads(raw)
+    value = _DECODER.decode(raw.decode("utf-8"))
+    if _SURROGATE_ESCAPE.search(raw):
+        # orjson refuses a lone surrogate escape ("\ud800"); so does this, the same way
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return value
+
+
+def parse_line(raw: Line) -> Parsed | Invalid:
+    """The ``(call, keys, user_keys)`` of one input line, or why it cannot be run."""
+    if isinstance(raw, Oversize):
+        return Invalid(
+            "LINE_TOO_LONG", f"line of {raw.size} bytes, over the limit of {MAX_LINE} bytes"
+        )
+    try:
+        data = _loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return _not_json(raw, exc)
+    if not isinstance(data, dict):
+        return Invalid("NOT_AN_OBJECT", f"expected a JSON object, got {_kind(data)}")
+    for member in data:
+        if member not in MEMBERS:
+            return Invalid(
+                "UNKNOWN_MEMBER",
+                f"unknown member {_shown(member)} (expected call, keys or user_keys)",
+            )
+    groups: list[dict[str, Any]] = []
+    for member in MEMBERS:
+        value = data.get(member)
+        if value is None:
+            groups.append({})
+            continue
+        if not isinstance(value, dict):
+            return Invalid("WRONG_TYPE", f"'{member}' must be an object, got {_kind(value)}")
+        problem = _bad_name(member, value)
+        if problem is not None:
+            return problem
+        groups.append(value)
+    return groups[0], groups[1], groups[2]
+
+
+def _not_json(raw: bytes, exc: BaseException) -> Invalid:
+    if not raw.strip():
+        return Invalid("EMPTY_LINE", "empty line (every line must hold one JSON object)")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return Invalid("INVALID_UTF8", f"not valid UTF-8 (byte {bad.start + 1})")
+    if isinstance(exc, RecursionError):
+        return Invalid("INVALID_JSON", "not valid JSON (nested too deeply)")
+    if isinstance(exc, json.JSONDecodeError):
+        return Invalid("INVALID_JSON", f"not valid JSON: {exc.msg} (column {exc.colno})")
+    if isinstance(exc, UnicodeEncodeError):
+        return Invalid("INVALID_JSON", "not valid JSON: a lone surrogate escape")
+    return Invalid("INVALID_JSON", f"not valid JSON: {_short(str(exc))}")
+
+
+def _bad_name(member: str, values: Mapping[str, Any]) -> Invalid | None:
+    for name in values:
+        if not _NAME.match(name):
+            return Invalid(
+                "INVALID_NAME",
+                f"{_shown(name)} in '{member}' is not a valid name "
+                "(letters, digits and _, not starting with a digit)",
+            )
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    names = {str: "a string", int: "a number", float: "a number", list: "an array"}
+    return names.get(type(value), "an object")
+
+
+def _shown(name: str) -> str:
+    """A name from the input, quoted, cut short: messages never echo much input."""
+    text = json.dumps(name[:32], ensure_ascii=True)
+    return text[:-1] + '…"' if len(name) > 32 else text
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= 80 else message[:79] + "…"
+
+
+# ---- writing -----------------------------------------------------------------------
+
+
+def dumps_line(data: Mapping[str, Any]) -> bytes:
+    """One output line: compact JSON, UTF-8, newline-terminated."""
+    if orjson is not None:
+        try:
+            line: bytes = orjson.dumps(data, default=str, option=orjson.OPT_APPEND_NEWLINE)
+            return line
+        except TypeError:  # an integer over 64 bits, a non-string key: json copes
+            pass
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate: escaped, the line stays valid UTF-8
+        return json.dumps(data, separators=(",", ":"), default=str).encode("ascii") + b"\n"
