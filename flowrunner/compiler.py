@@ -51,12 +51,15 @@ class Problems:
         mark = exc.where.mark or Mark(1, 1)
         self.at(mark, exc.rule, prefix + exc.bare_message)
 
-    def compile(self, value: Any, path: DocPath, step: str | None, fld: str) -> Compiled | None:
+    def compile(
+        self, value: Any, path: DocPath, step: str | None, fld: str, owner: str = ""
+    ) -> Compiled | None:
+        """``value`` compiled; a problem is collected, prefixed by its step or ``owner``."""
         where = Where(file=self.doc.file, mark=self.doc.mark(path), step=step, field=fld)
         try:
             return compile_value(value, where)
         except TemplateError as exc:
-            self.template(exc, f"step '{step}': " if step else "")
+            self.template(exc, f"step '{step}': " if step else owner)
             return None
 
 
@@ -118,13 +121,20 @@ def compile_project(project: m.Project) -> tuple[CompiledProject, list[Diagnosti
     compiled = {}
     for hook in project.webhooks.values():
         _check_scheme(hook, project.http, problems)
-        url = problems.compile(hook.url, hook.path + ("url",), None, "url")
+        owner = f"webhook '{hook.name}' field "
+        url = problems.compile(hook.url, hook.path + ("url",), None, "url", owner + "'url': ")
         headers: dict[str, Compiled | m.SecretRef] = {}
         for name, value in hook.headers.items():
             if isinstance(value, m.SecretRef):
                 headers[name] = value
                 continue
-            header = problems.compile(value, hook.path + ("headers", name), None, f"headers.{name}")
+            header = problems.compile(
+                value,
+                hook.path + ("headers", name),
+                None,
+                f"headers.{name}",
+                owner + f"'headers.{name}': ",
+            )
             if header is not None:
                 headers[name] = header
         if url is not None:

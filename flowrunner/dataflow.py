@@ -71,19 +71,23 @@ def reaching_keys(plan: Plan) -> list[frozenset[str] | None]:
     return state[:count]
 
 
-def _all_keys(plan: Plan) -> set[str]:
-    names = set(plan.flow.keys) | set(OUTCOME_KEYS)
+def _setters(plan: Plan) -> dict[str, str]:
+    """Flow key -> the first step that sets it (outcome keys: the first webhook step)."""
+    setters: dict[str, str] = {}
     for step in plan.steps:
-        names.update(a.name for a in step.assignments if a.scope == "flow")
-        if step.method is not None:
-            names.update(step.method.response)
-    return names
+        names = [a.name for a in step.assignments if a.scope == "flow"]
+        if step.webhook is not None:
+            names += list(OUTCOME_KEYS)
+            names += list(step.method.response) if step.method is not None else []
+        for name in names:
+            setters.setdefault(name, step.step.id)
+    return setters
 
 
 def check_flow_keys(plan: Plan, problems: Problems) -> None:
     """Report reads of never-set keys, unknown ``$sys`` names, unreachable steps."""
     reaching = reaching_keys(plan)
-    known = _all_keys(plan)
+    setters = _setters(plan)
     for step, keys in zip(plan.steps, reaching, strict=True):
         if keys is None:
             problems.add(
@@ -95,7 +99,7 @@ def check_flow_keys(plan: Plan, problems: Problems) -> None:
             continue
         for path, compiled, available in _reads(step, keys):
             for ref in compiled.references:
-                _check_ref(ref, path, step.step.id, available, known, problems)
+                _check_ref(ref, path, step.step.id, available, setters, problems)
 
 
 def _reads(
@@ -120,13 +124,21 @@ def _check_ref(
     path: tuple[str | int, ...],
     step_id: str,
     available: frozenset[str],
-    known: set[str],
+    setters: dict[str, str],
     problems: Problems,
 ) -> None:
-    if ref.scope == "flow.key" and ref.path[0] not in available:
-        hint = suggest(ref.path[0], known - {ref.path[0]})
-        extra = f" (did you mean $flow.key.{hint}?)" if hint else ""
-        message = f"step '{step_id}': undefined variable $flow.key.{ref.path[0]}{extra}"
+    name = ref.path[0]
+    if ref.scope == "flow.key" and name not in available:
+        hint = suggest(name, available)
+        if setters.get(name) == step_id:
+            extra = " (this step sets it only after reading it)"
+        elif name in setters:
+            extra = f" (step '{setters[name]}' sets it, but on no path that reaches this step)"
+        elif hint:
+            extra = f" (did you mean $flow.key.{hint}?)"
+        else:
+            extra = ""
+        message = f"step '{step_id}': undefined variable $flow.key.{name}{extra}"
     elif ref.scope == "sys" and ref.path[0] not in SYS_NAMES:
         hint = suggest(ref.path[0], SYS_NAMES)
         extra = f" (did you mean $sys.{hint}?)" if hint else f" (known: {', '.join(SYS_NAMES)})"

@@ -31,7 +31,8 @@ FALSE_TEXTS = frozenset({"", "false", "0", "null", "none"})
 def truthy(value: Any) -> bool:
     """Whether a rendered ``when`` lets its step run: a text is false when it is the text
     of a false value (``""``, ``false``, ``0``, ``null``, ``none``, any case, spaces
-    around ignored); anything else is false as in Python (``0``, ``[]``, ``{}``, null)."""
+    around ignored); any other value is true or false as in Python (``0``, ``[]``,
+    ``{}`` and null are false)."""
     if isinstance(value, str):
         return value.strip().lower() not in FALSE_TEXTS
     return bool(value)

@@ -59,9 +59,13 @@ def validate(paths: list[str], project_dir: Path | None, stdin: BinaryIO) -> lis
         cproject, diags = check_project_doc(project_doc, root)
     project_file = (root / PROJECT_FILE).resolve()
     names: dict[str, str] = {}
+    seen: set[Path] = {project_file}
     for target in _targets(paths, root):
-        if isinstance(target, Path) and target.resolve() == project_file:
-            continue
+        if isinstance(target, Path):
+            resolved = target.resolve()
+            if resolved in seen:
+                continue  # the project file, or a file named twice
+            seen.add(resolved)
         doc, more = _load(target, stdin)
         diags += more
         if doc is None:

@@ -388,7 +388,6 @@ def test_pre_commit_entry_command_exists() -> None:
 # --- known bugs ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a file given twice is reported as its own duplicate")
 def test_the_same_flow_given_twice_is_not_a_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
     args = ["--project", "project", "validate", "valid", "valid/on-complete-true.yaml"]
     result = invoke(CASES, args, monkeypatch)
