@@ -6,6 +6,7 @@ Commands import what they need when they run, so that ``validate``, ``schema`` a
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,7 +16,28 @@ from flowrunner import __version__
 from flowrunner.cliutil import EXIT_OK, EXIT_PROBLEMS, State, guarded
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose heavier subcommands are imported only when they are used."""
+
+    lazy = {
+        "deliveries": "flowrunner.cli_state:deliveries",
+        "runs": "flowrunner.cli_state:runs",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowrunner")
 @click.option(
     "--project",
@@ -195,13 +217,3 @@ def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
     ok, message = check_webhook(state.project, name, secrets_file)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
-
-
-def _register() -> None:
-    from flowrunner.cli_state import deliveries, runs
-
-    main.add_command(deliveries)
-    main.add_command(runs)
-
-
-_register()
