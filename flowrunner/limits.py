@@ -2,8 +2,8 @@
 may do, how long it may take. Pure Python; :mod:`flowrunner.templating` calls these
 from the hooks of its Jinja sandbox.
 
-A render runs under a :class:`Meter` (:func:`metered`). Every loop item and every value
-a filter, method or operator builds is charged to the meter's budget of
+A render runs under a :class:`Meter` (:func:`start`, :func:`stop`). Every loop item and
+every value a filter, method or operator builds is charged to the meter's budget of
 :data:`RENDER_BUDGET` units (one unit per character or item); every hook also looks at
 the clock, so a render stops at :data:`RENDER_SECONDS` in any thread, without signals.
 
@@ -20,8 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 MAX_VALUE = 64 * 1024  # characters or items of any value a template builds or renders
@@ -73,15 +72,14 @@ class Meter:
 _METER: ContextVar[Meter | None] = ContextVar("flowrunner_render_meter", default=None)
 
 
-@contextmanager
-def metered() -> Iterator[Meter]:
-    """Run a render under a fresh meter (the module's limits at the time of the call)."""
-    meter = Meter(RENDER_BUDGET, RENDER_SECONDS)
-    token = _METER.set(meter)
-    try:
-        yield meter
-    finally:
-        _METER.reset(token)
+def start() -> Token[Meter | None]:
+    """Start a render under a fresh meter; hand the token to :func:`stop` when done.
+    (A pair of calls rather than a context manager: this runs on every render.)"""
+    return _METER.set(Meter(RENDER_BUDGET, RENDER_SECONDS))
+
+
+def stop(token: Token[Meter | None]) -> None:
+    _METER.reset(token)
 
 
 def tick() -> None:
@@ -137,28 +135,50 @@ def require(estimate: int, what: str, limit: int = MAX_VALUE) -> None:
         raise too_large(what, limit)
 
 
+_TEXT, _NUMBER, _SCALAR, _SEQUENCE, _MAPPING = range(5)
+_KINDS = {str: _TEXT, bytes: _TEXT, bytearray: _TEXT, int: _NUMBER, bool: _SCALAR,
+          float: _SCALAR, type(None): _SCALAR, list: _SEQUENCE, tuple: _SEQUENCE,
+          set: _SEQUENCE, frozenset: _SEQUENCE, dict: _MAPPING}  # fmt: skip
+
+
+def _kind(value: Any) -> int:
+    kind = _KINDS.get(type(value))
+    if kind is not None:
+        return kind
+    for base, found in _KINDS.items():  # subclasses (Markup, OrderedDict...)
+        if isinstance(value, base):
+            return found
+    return _SCALAR
+
+
 def measure(value: Any, limit: int, indent: int = 0) -> int:
     """The size of ``value`` written out: characters of its text and keys, digits of
-    its integers, plus one per item, shared references counted each time (plus ``indent`` per nesting level and
-    item, for indented output). Stops counting once over ``limit``; cycles end there."""
+    its integers, plus one per item, shared references counted each time (plus
+    ``indent`` per nesting level and item, for indented output). Stops counting once
+    over ``limit``; cycles end there."""
     total = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack and total <= limit:
-        item, depth = stack.pop()
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = _kind(item)
         total += depth * indent
-        if isinstance(item, str | bytes | bytearray):
+        if kind == _TEXT:
             total += len(item)
-        elif isinstance(item, dict):
-            total += len(item)
-            stack.extend((k, depth + 1) for k in item)
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list | tuple | set | frozenset):
-            total += len(item)
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, int):
+        elif kind == _NUMBER:
             total += item.bit_length() // 3 + 1  # at least its decimal digits
-        else:
+        elif kind == _SCALAR:
             total += 1
+        else:
+            total += len(item)
+            if total > limit:
+                break
+            for child in item.values() if kind == _MAPPING else ():
+                push((child, depth + 1))
+            for child in item:
+                push((child, depth + 1))
+        if total > limit:
+            break
     return total
 
 
@@ -186,7 +206,7 @@ def _arg(args: Sequence[Any], kwargs: Mapping[str, Any], index: int, name: str) 
     return kwargs.get(name)
 
 
-def replace_estimate(text: Any, old: Any, new: Any, count: Any = None) -> int:
+def replace_estimate(text: Any, old: Any, new: Any, count: Any) -> int:
     """Length of ``text.replace(old, new, count)`` (without building it)."""
     if not isinstance(text, str | bytes | bytearray) or not isinstance(
         old, str | bytes | bytearray
@@ -217,10 +237,11 @@ def method_estimate(receiver: Any, name: str, args: Sequence[Any], kwargs: Any) 
     if name == "expandtabs":
         size = _int(_arg(args, kwargs, 0, "tabsize"), 8)
         tab = "\t" if isinstance(receiver, str) else b"\t"
-        return len(receiver) + receiver.count(tab) * max(size, 0)
+        return len(receiver) + int(receiver.count(tab)) * max(size, 0)
     if name == "replace":
-        count = _arg(args, kwargs, 2, "count")
-        return replace_estimate(receiver, *args[:2], count=count) if len(args) >= 2 else 0
+        if len(args) < 2:
+            return 0
+        return replace_estimate(receiver, args[0], args[1], _arg(args, kwargs, 2, "count"))
     if name == "translate" and isinstance(receiver, str):
         table = _arg(args, kwargs, 0, "table")
         values = table.values() if isinstance(table, Mapping) else ()

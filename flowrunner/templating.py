@@ -20,7 +20,9 @@ rule ids:
 * ``template-syntax``     the template does not parse (positioned inside the string)
 * ``unknown-scope``       ``$name`` that is not a reference, or a bare name in ``{{ }}``
 * ``template-unsafe``     the sandbox refused an attribute, a call or a range
-* ``template-too-large``  rendered text over 64 KiB, or ``*`` / ``**`` results too big
+* ``template-too-large``  a template over 64 KiB, rendered text or a value it builds
+                          over 64 KiB (see :mod:`flowrunner.limits`)
+* ``template-timeout``    a render over its time or work budget
 * ``template-render``     anything else that failed while rendering
 * ``undefined-key``       (UndefinedReference) a reference to something unset
 """
@@ -30,18 +32,29 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, NoReturn, Protocol
 
-from jinja2 import StrictUndefined, Undefined, meta, nodes, pass_context
-from jinja2.environment import Template, TemplateExpression
+from jinja2 import StrictUndefined, Undefined, meta, nodes, pass_context, pass_environment
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.environment import Environment, Template, TemplateExpression
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError
+from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context
-from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
-from markupsafe import Markup
+from jinja2.sandbox import (
+    MAX_RANGE,
+    ImmutableSandboxedEnvironment,
+    SandboxedFormatter,
+)
+from jinja2.utils import generate_lorem_ipsum
+from markupsafe import EscapeFormatter, Markup
 
+from flowrunner import limits
 from flowrunner.errors import Mark, TemplateError, UndefinedReference, Where
+from flowrunner.limits import MAX_INPUT, MAX_VALUE, LimitExceeded
 from flowrunner.references import (
     HELPER,
     SCOPES,
@@ -70,7 +83,8 @@ __all__ = [
     "suggest",
 ]
 
-MAX_OUTPUT = 64 * 1024
+MAX_OUTPUT = MAX_VALUE
+MAX_SOURCE = 64 * 1024  # characters of one Jinja template: parsing is linear, but slow
 _MAX_INT_BITS = 10_000  # below Python's 4300-digit limit on int -> str
 _VARIABLES = "_variables"  # the render-context entry HELPER reads
 
@@ -170,17 +184,23 @@ class Text(_Rendered):
 
     def render(self, variables: Variables) -> str:
         try:
-            text = "".join(
-                [
-                    part
-                    if isinstance(part, str)
-                    else format_text(resolve(variables, part.scope, part.path))
-                    for part in self.parts
-                ]
-            )
-            return _limit_output(text)
+            texts, size = [], 0
+            for part in self.parts:
+                text = part if isinstance(part, str) else _reference_text(variables, part)
+                size += len(text)
+                if size > MAX_OUTPUT:  # before joining: a value may be repeated many times
+                    raise _output_too_large()
+                texts.append(text)
+            return _limit_output("".join(texts))
         except Exception as exc:
             raise _render_error(exc, self.where) from exc
+
+
+def _reference_text(variables: Variables, reference: Reference) -> str:
+    value = resolve(variables, reference.scope, reference.path)
+    if not isinstance(value, str) and limits.measure(value, MAX_OUTPUT) > MAX_OUTPUT:
+        raise _output_too_large()  # before json.dumps builds it
+    return format_text(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +210,14 @@ class Expression(_Rendered):
     expression: TemplateExpression
 
     def render(self, variables: Variables) -> Any:
+        token = limits.start()
         try:
             value = _as_data(self.expression({_VARIABLES: variables}))
             return _limit_output(value) if isinstance(value, str) else value
         except Exception as exc:  # a template may fail in any way Python can
             raise _render_error(exc, self.where) from exc
+        finally:
+            limits.stop(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +227,13 @@ class JinjaText(_Rendered):
     template: Template
 
     def render(self, variables: Variables) -> str:
+        token = limits.start()
         try:
             return _collect(self.template.generate({_VARIABLES: variables}))
         except Exception as exc:  # a template may fail in any way Python can
             raise _render_error(exc, self.where) from exc
+        finally:
+            limits.stop(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +374,9 @@ def _bare_reference(inner: tuple[Literal | Reference, ...]) -> Reference | None:
 def _compile_jinja(
     text: str, pieces: tuple[Piece, ...], where: Where, *, expression: bool
 ) -> Compiled:
+    if len(text) > MAX_SOURCE:
+        message = f"template is {len(text)} characters; the limit is {MAX_SOURCE} (64 KiB)"
+        raise ScanError(message, 0, limits.TOO_LARGE)
     source = to_jinja(pieces)
     references = tuple(_all_references(pieces))
     env = _environment()
@@ -355,18 +384,33 @@ def _compile_jinja(
         tree = env.parse(source.text)
         _check_tree(tree, text, source)
         _soften(tree)
+        _meter_loops(tree)
         compiled = _expression(tree) if expression else None
         if compiled is not None:
             return Expression(references, where, compiled)
-        return JinjaText(references, where, env.from_string(tree))
+        return JinjaText(references, where, _python(tree))
     except TemplateSyntaxError as exc:
         offset = _syntax_offset(exc, source, text)
         raise ScanError(_syntax_message(exc), offset, "template-syntax") from exc
+    except TemplateRuntimeError as exc:
+        # Jinja folds constant parts while compiling, and folding `''.x ~ 'a'` or
+        # `'a' if ''.x else 'b'` raises what rendering would: report that, here
+        first = source.constructs[0][0].start if source.constructs else 0
+        error = _render_error(exc, Where())
+        raise ScanError(error.bare_message, first, error.rule) from exc
     except (RecursionError, MemoryError, SyntaxError, ValueError, OverflowError) as exc:
         # deep nesting or huge literals that Jinja's parser or Python's compiler refuse
         first = source.constructs[0][0].start if source.constructs else 0
         message = f"template syntax error: template too complex ({type(exc).__name__})"
         raise ScanError(message, first, "template-syntax") from exc
+
+
+def _python(tree: nodes.Template) -> Template:
+    """The template compiled to Python. Python may warn about the code Jinja writes
+    (``2[1:2]`` is "not subscriptable"): the render says so, the compiler must not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return _environment().from_string(tree)
 
 
 def _all_references(pieces: Iterable[Piece]) -> Iterator[Reference]:
@@ -382,7 +426,7 @@ def _expression(tree: nodes.Template) -> TemplateExpression | None:
     if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
         return None
     assign = nodes.Assign(nodes.Name("result", "store"), body[0].nodes[0], lineno=1)
-    template = _environment().from_string(nodes.Template([assign], lineno=1))
+    template = _python(nodes.Template([assign], lineno=1))
     return TemplateExpression(template, undefined_to_none=False)
 
 
@@ -426,6 +470,18 @@ def _soften(tree: nodes.Template) -> None:
         if node.name in names and isinstance(call, nodes.Call):
             if isinstance(call.node, nodes.Name) and call.node.name == HELPER:
                 call.node = nodes.Name(_SOFT_HELPER, "load", lineno=call.node.lineno)
+
+
+_LOOP_ITEMS = "_loop_items"
+
+
+def _meter_loops(tree: nodes.Template) -> None:
+    """Make every ``{% for %}`` iterate through :func:`limits.metered_items`, so that
+    nested loops spend the render's budget however their items are made."""
+    for loop in list(tree.find_all(nodes.For)):
+        line = loop.lineno
+        name = nodes.Name(_LOOP_ITEMS, "load", lineno=line)
+        loop.iter = nodes.Call(name, [loop.iter], [], None, None, lineno=line)
 
 
 def _refuse_attribute(name: str, text: str, source: JinjaSource) -> None:
@@ -542,10 +598,6 @@ def _open_block(constructs: list[Construct], text: str) -> Construct | None:
 # --- rendering --------------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    """Output or a computed value over the limits."""
-
-
 class _NotData(Exception):
     """A template produced something that is not JSON-like data."""
 
@@ -553,6 +605,8 @@ class _NotData(Exception):
 def _as_data(value: Any) -> Any:
     """A typed result as plain data: containers copied with tuples as lists, Markup as
     str; an undefined value raises its reason, anything else raises _NotData."""
+    if isinstance(value, dict | list | tuple):
+        limits.require_measure(value, "the result")
     if isinstance(value, str | int | float | type(None)):
         return str.__str__(value) if isinstance(value, Markup) else value
     if isinstance(value, dict):
@@ -564,6 +618,8 @@ def _as_data(value: Any) -> Any:
 
 def _finalize(value: Any) -> str:
     # containers go to JSON, where an undefined member still raises (through str())
+    if isinstance(value, dict | list | tuple):
+        limits.require_measure(value, "a rendered value")
     if isinstance(value, str | int | float | type(None) | dict | list | tuple):
         return format_text(value)
     _not_data(value)
@@ -575,11 +631,15 @@ def _not_data(value: Any) -> NoReturn:
     raise _NotData(f"the template gives a {type(value).__name__} object, not data")
 
 
+def _output_too_large() -> LimitExceeded:
+    return LimitExceeded("rendered text is over 64 KiB")
+
+
 def _limit_output(text: str) -> str:
     # a character is at least one UTF-8 byte: short texts need no encoding
     if len(text) > MAX_OUTPUT // 4:
         if len(text) > MAX_OUTPUT or len(text.encode("utf-8", "surrogatepass")) > MAX_OUTPUT:
-            raise _TooLarge("rendered text is over 64 KiB")
+            raise _output_too_large()
     return text
 
 
@@ -589,7 +649,7 @@ def _collect(chunks: Iterator[str]) -> str:
     for chunk in chunks:
         size += len(chunk)
         if size > MAX_OUTPUT:  # stop early: a loop may be producing without end
-            raise _TooLarge("rendered text is over 64 KiB")
+            raise _output_too_large()
         parts.append(chunk)
     return _limit_output("".join(parts))
 
@@ -608,8 +668,8 @@ def _render_error(exc: Exception, where: Where) -> TemplateError:
     and never quote values (only Jinja's and Python's descriptions of types)."""
     if isinstance(exc, Missing):
         return UndefinedReference(exc.reference, exc.suggestion, where)
-    if isinstance(exc, _TooLarge):
-        return TemplateError(str(exc), where, "template-too-large")
+    if isinstance(exc, LimitExceeded):
+        return TemplateError(str(exc), where, exc.rule)
     if isinstance(exc, SecurityError):
         return TemplateError(f"unsafe template: {_short(exc.message)}", where, "template-unsafe")
     return TemplateError(f"could not render template: {_reason(exc)}", where, "template-render")
@@ -658,29 +718,281 @@ def _safe_range(*args: int) -> range:
     return numbers
 
 
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) else default
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    words = _int(n) * (abs(_int(min)) + abs(_int(max)))
+    limits.require(words * 12, "the result of lipsum()")  # words of at most 11 letters
+    return str(generate_lorem_ipsum(n, html, min, max))
+
+
 def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse an operation whose result would be too large, before computing it."""
     if operator == "**" and isinstance(left, int) and isinstance(right, int):
         if right > 0 and abs(left) > 1 and right * abs(left).bit_length() > _MAX_INT_BITS:
-            raise _TooLarge("value too large: the result of ** is over the limit")
+            raise LimitExceeded("value too large: the result of ** is over the limit")
     elif operator == "*":
         for sequence, count in ((left, right), (right, left)):
-            if isinstance(sequence, str | list | tuple) and isinstance(count, int):
-                if len(sequence) * count > MAX_OUTPUT:
-                    raise _TooLarge("value too large: the result of * is over 64 KiB")
+            if isinstance(sequence, str | bytes | list | tuple) and isinstance(count, int):
+                limits.require(len(sequence) * count, "the result of *")
         if isinstance(left, int) and isinstance(right, int):
             if abs(left).bit_length() + abs(right).bit_length() > _MAX_INT_BITS:
-                raise _TooLarge("value too large: the result of * is over the limit")
+                raise LimitExceeded("value too large: the result of * is over the limit")
+    elif operator == "+":
+        if isinstance(left, str | bytes | list | tuple) and type(left) is type(right):
+            limits.require(len(left) + len(right), "the result of +")
+    elif operator == "%" and isinstance(left, str | bytes):
+        limits.require(limits.printf_estimate(left, right), "the result of %")
+
+
+class _Formatter(SandboxedFormatter):
+    """``str.format`` in the sandbox, with widths and formatted values bounded."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        limits.require(limits.spec_estimate(format_spec), "the result of format")
+        limits.require_measure(value, "a formatted value")
+        return limits.built(super().format_field(value, format_spec), "the result of format")
+
+
+class _EscapeFormatter(_Formatter, EscapeFormatter):
+    pass
+
+
+_STRING_TYPES = (str, bytes, bytearray)
+_SEQUENCES = (str, bytes, bytearray, list, tuple)
+_READ_ONLY_RECEIVERS = (dict, list, tuple)  # their methods return what they hold
+
+
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, with ``~`` joined by the environment's bounded concat."""
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:
+            super().visit_Concat(node, frame)
+            return
+        self.write("environment.concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+def _bounded_concat(items: Iterable[Any]) -> str:
+    """``"".join`` of ``~``, ``{% set %}`` blocks and macros: at most MAX_VALUE."""
+    parts: list[str] = []
+    size = 0
+    for item in items:
+        if not isinstance(item, str):
+            limits.require_measure(item, "a joined value")
+            item = str(item)
+        size += len(item)
+        if size > MAX_VALUE:
+            raise limits.too_large("joined text")
+        parts.append(item)
+    limits.charge(size)
+    return "".join(parts)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with ``*`` and ``**`` bounded: ``'a' * 10**9`` and
-    ``10 ** 100000000`` would exhaust memory or time before any other limit applied."""
+    """The immutable sandbox, bounded (see :mod:`flowrunner.limits`): every call,
+    attribute, item, operator, filter, loop and join looks at the render's clock and
+    budget, and what can amplify (``'a' * 10**9``, ``'x'.center(10**9)``,
+    ``'%09999999d' % 1``, ``[s] * n | join``...) is estimated before it runs."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _CodeGenerator
+    concat = staticmethod(_bounded_concat)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+" and not isinstance(left, _SEQUENCES):
+            return left + right  # numbers: the common case, nothing to bound
         _check_binop(operator, left, right)
-        return super().call_binop(context, operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        return limits.built(result, f"the result of {operator}")
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        limits.tick()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        limits.tick()
+        return super().getitem(obj, argument)
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if obj is _reference or obj is _reference_or_undefined or obj is limits.metered_items:
+            return context.call(obj, *args, **kwargs)  # our own reads: nothing is built
+        limits.tick()
+        receiver = getattr(obj, "__self__", None)
+        if isinstance(receiver, _STRING_TYPES) and isinstance(obj, types.BuiltinMethodType):
+            what = f"the result of {obj.__name__}()"
+            if obj.__name__ == "join" and args:
+                items = list(limits.metered_items(args[0]))
+                limits.require(limits.join_estimate(receiver, items), what)
+                args = (items, *args[1:])
+            limits.require(limits.method_estimate(receiver, obj.__name__, args, kwargs), what)
+            return limits.built(super().call(context, obj, *args, **kwargs), what)
+        if isinstance(receiver, int) and getattr(obj, "__name__", "") == "to_bytes":
+            limits.require(_int(args[0] if args else kwargs.get("length"), 1), "to_bytes()")
+        result = super().call(context, obj, *args, **kwargs)
+        if isinstance(result, _STRING_TYPES) and not isinstance(receiver, _READ_ONLY_RECEIVERS):
+            return limits.built(result, "the result of a call")  # macros, caller(), loop()
+        return result
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format`` and ``str.format_map`` through :class:`_Formatter` (the
+        sandbox's own wrapper, with a bounded formatter)."""
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType) or (
+            value.__name__ not in ("format", "format_map")
+        ):
+            return None
+        text = value.__self__
+        if not isinstance(text, str):
+            return None
+        formatter: SandboxedFormatter
+        if isinstance(text, Markup):
+            formatter = _EscapeFormatter(self, escape=text.escape)
+        else:
+            formatter = _Formatter(self)
+        is_map = value.__name__ == "format_map"
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                mapping: Any = args[0]
+                args, kwargs = (), mapping
+            result: str = type(text)(formatter.vformat(text, args, kwargs))
+            limits.built(result, "the result of format")
+            return result
+
+        return functools.update_wrapper(wrapper, value)
+
+
+# --- filters: inputs and amplification bounded ----------------------------------------
+
+# filters whose result is at least as long as their input's text: an input over
+# MAX_VALUE can only give a result over it
+_STRINGIFIERS = frozenset(
+    {"capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower",
+     "pprint", "safe", "string", "title", "tojson", "upper", "urlencode", "urlize",
+     "wordwrap", "xmlattr"}
+)  # fmt: skip
+_CONSTANT_TIME = frozenset({"count", "d", "default", "first", "last", "length", "random"})
+
+Estimate = Callable[[Any, tuple[Any, ...], dict[str, Any]], int]
+
+
+def _param(params: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, dflt: Any) -> Any:
+    return params[i] if len(params) > i else kwargs.get(name, dflt)
+
+
+def _indent_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    width = _param(params, kwargs, 0, "width", 4)
+    width = len(width) if isinstance(width, str) else _int(width)
+    text = value if isinstance(value, str) else ""
+    return limits.measure(value, MAX_VALUE) + (text.count("\n") + 1) * max(width, 0)
+
+
+def _wordwrap_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    # a break inside a word adds the wrap string; a break at whitespace replaces it
+    text = value if isinstance(value, str) else str(value)
+    width = max(_int(_param(params, kwargs, 0, "width", 79)), 1)
+    wrap = _param(params, kwargs, 2, "wrapstring", None)
+    size = len(wrap) if isinstance(wrap, str) else 1
+    spaces = sum(map(text.count, (" ", "\t", "\n", "-")))
+    return len(text) + (len(text) // width + 1) * size + spaces * max(size - 1, 0)
+
+
+def _replace_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    if len(params) < 2:
+        return 0
+    text = value if isinstance(value, str) else str(value)
+    return limits.replace_estimate(
+        text, params[0], params[1], _param(params, kwargs, 2, "count", None)
+    )
+
+
+def _format_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    return limits.printf_estimate(value, kwargs or params) if isinstance(value, str) else 0
+
+
+_ESTIMATES: dict[str, Estimate] = {
+    "center": lambda v, p, k: _int(_param(p, k, 0, "width", 80)),
+    "indent": _indent_estimate,
+    "wordwrap": _wordwrap_estimate,
+    "replace": _replace_estimate,
+    "format": _format_estimate,
+    "batch": lambda v, p, k: (
+        _int(_param(p, k, 0, "linecount", 0))
+        if _param(p, k, 1, "fill_with", None) is not None
+        else 0
+    ),
+    "slice": lambda v, p, k: _int(_param(p, k, 0, "slices", 0)),
+    "tojson": lambda v, p, k: limits.measure(v, MAX_VALUE, _int(_param(p, k, 0, "indent", 0))),
+    "pprint": lambda v, p, k: limits.measure(v, MAX_VALUE, 1),
+}
+
+
+def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` with its input measured, its amplification estimated, its result
+    charged (a filter that hands its input back is not charged)."""
+    offset = 0 if getattr(func, "jinja_pass_arg", None) is None else 1  # context first?
+    limit = MAX_VALUE if name in _STRINGIFIERS else MAX_INPUT
+    check_input = name not in _CONSTANT_TIME
+    estimate = _ESTIMATES.get(name)
+    what = f"the result of the {name} filter"
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if len(args) <= offset:
+            return func(*args, **kwargs)  # Jinja reports the missing argument
+        value = args[offset]
+        if check_input:
+            limits.require_measure(value, f"the input of the {name} filter", limit)
+        if estimate is not None:
+            limits.require(estimate(value, args[offset + 1 :], kwargs), what)
+        result = func(*args, **kwargs)
+        return result if result is value else limits.built(result, what)
+
+    return guarded
+
+
+def _join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The join filter, with its items counted before anything is joined."""
+
+    @functools.wraps(original)
+    def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+        items = list(limits.metered_items(value))
+        limits.require(limits.join_estimate(d, items), "the result of the join filter")
+        return original(eval_ctx, items, d, attribute)
+
+    return join
+
+
+def _sum_filter(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The sum filter; sequences are concatenated in linear time, not pairwise."""
+
+    @pass_environment
+    def do_sum(
+        environment: Environment, iterable: Any, attribute: Any = None, start: Any = 0
+    ) -> Any:
+        if not isinstance(start, list | tuple):
+            return original(environment, iterable, attribute, start)
+        if attribute is not None:
+            iterable = map(make_attrgetter(environment, attribute), iterable)
+        items = list(start)
+        for part in limits.metered_items(iterable):
+            if type(part) is not type(start):
+                kind = type(start).__name__
+                raise TypeError(f'can only concatenate {kind} (not "{type(part).__name__}")')
+            limits.require(len(items) + len(part), "the result of the sum filter")
+            items.extend(part)
+        return items if isinstance(start, list) else tuple(items)
+
+    return do_sum
 
 
 @functools.cache
@@ -692,7 +1004,13 @@ def _environment() -> _Sandbox:
         finalize=_finalize,
         keep_trailing_newline=True,  # a block scalar's last newline is part of the value
     )
+    env.filters["join"] = _join_filter(env.filters["join"])
+    env.filters["sum"] = _sum_filter(env.filters["sum"])
+    for name, func in list(env.filters.items()):
+        env.filters[name] = _guard_filter(name, func)
     env.globals["range"] = _safe_range
+    env.globals["lipsum"] = _lipsum
     env.globals[HELPER] = _reference
     env.globals[_SOFT_HELPER] = _reference_or_undefined
+    env.globals[_LOOP_ITEMS] = limits.metered_items
     return env
