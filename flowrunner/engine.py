@@ -7,6 +7,7 @@ Step kinds are handled by the functions in :data:`HANDLERS`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -186,6 +187,11 @@ class Engine:
             return _failed(step.step.id, kind, began, "TEMPLATE_ERROR", where + exc.bare_message)
         except SecretError as exc:
             return _failed(step.step.id, kind, began, "SECRET_MISSING", str(exc))
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # one bad value must not crash a whole batch
+            message = f"the step could not run ({type(exc).__name__})"
+            return _failed(step.step.id, kind, began, "STEP_ERROR", message)
 
 
 def _skipped(step: CompiledStep, ctx: Context) -> bool:

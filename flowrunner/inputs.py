@@ -24,12 +24,17 @@ def parse_assignment(flag: str, text: str) -> tuple[str, Any]:
             f"{flag} {shown}: expected NAME=VALUE or NAME:=JSON "
             "(NAME is letters, digits and _, not starting with a digit)"
         )
-    if not typed:
-        return name, value
     try:
-        return name, json.loads(value)
+        parsed = json.loads(value) if typed else value
+        # a lone surrogate (bad UTF-8 in argv, or "\ud800" in JSON) cannot be sent or stored
+        json.dumps(parsed, ensure_ascii=False).encode()
     except json.JSONDecodeError as exc:
         raise UsageError(f"{flag} {name}: not valid JSON after ':=' ({exc.msg})") from None
+    except RecursionError:
+        raise UsageError(f"{flag} {name}: the JSON value is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} {name}: the value is not valid Unicode") from None
+    return name, parsed
 
 
 def parse_assignments(flag: str, values: Iterable[str]) -> dict[str, Any]:

@@ -293,12 +293,6 @@ def test_requests_carry_values_exactly(plans, call, flow, user, extra, body):
     assert decoded == ([("fixed", "1")] if body == "none" else []) + pairs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_request encodes with UTF-8 strictly: a lone surrogate (a caller value, or "
-    "a \\ud800 escape in a webhook's JSON answer) raises UnicodeEncodeError out of the step "
-    "instead of failing it cleanly",
-)
 @pytest.mark.parametrize("body", ["none", "json", "form"])
 def test_request_with_a_lone_surrogate_is_built_or_refused(plans, body):
     try:

@@ -73,7 +73,11 @@ def build_request(step: CompiledStep, ctx: Context) -> dict[str, Any]:
     assert cw is not None and isinstance(step.step, m.WebhookStep)  # the compiler ensured it
     hook = cw.webhook
     params = {name: c.render(ctx.variables) for name, c in step.params.items()}
-    query, body, ctype = _body(hook, step.step.method, _groups(step.step, ctx), params)
+    try:
+        query, body, ctype = _body(hook, step.step.method, _groups(step.step, ctx), params)
+    except UnicodeEncodeError:
+        message = "a value to send is not valid Unicode (it holds a lone surrogate)"
+        raise TemplateError(message, Where(step=step.step.id), "template-render") from None
     url = format_text(cw.url.render(ctx.variables))
     if query:
         url = _with_query(url, query)
@@ -140,6 +144,23 @@ def _outcome(status: int | None, failure: str | None) -> tuple[str | None, str |
     return "ServerError", "SERVER_ERROR"
 
 
+def _parse_json(raw: str | None) -> Any:
+    """The JSON value of an answer, or None when it is not usable JSON.
+
+    Not JSON, nested too deep to parse, or holding a lone surrogate (a ``\\ud800``
+    escape, which could be neither sent on nor stored): mapped keys become null.
+    """
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        if "\\u" in raw:
+            json.dumps(data, ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+    return data
+
+
 def apply_answer(
     step: CompiledStep,
     ctx: Context,
@@ -160,11 +181,7 @@ def apply_answer(
     flow["response_raw"] = raw
     flow["response_error"] = reason is not None
     if reason is None and step.method is not None and step.method.response:
-        try:
-            data = json.loads(raw) if raw else None
-        except (ValueError, RecursionError):
-            # a 2xx that is not JSON, or nested too deep to parse: mapped keys become null
-            data = None
+        data = _parse_json(raw)
         for key, path in step.method.response.items():
             flow[key] = _lookup(data, path)
     return reason
