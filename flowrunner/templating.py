@@ -35,13 +35,14 @@ import re
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, NoReturn, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, NoReturn, Protocol, cast
 
-from jinja2 import StrictUndefined, Undefined, meta, nodes, pass_context, pass_environment
+from jinja2 import StrictUndefined, Undefined, nodes, pass_context, pass_environment
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.environment import Environment, Template, TemplateExpression
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError
+from jinja2.optimizer import optimize
 from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context
 from jinja2.sandbox import (
@@ -207,12 +208,15 @@ def _reference_text(variables: Variables, reference: Reference) -> str:
 class Expression(_Rendered):
     references: tuple[Reference, ...]
     where: Where
-    expression: TemplateExpression
+    tree: nodes.Template  # checked; turned into Python on the first render
+    _code: list[TemplateExpression] = field(default_factory=list, compare=False, repr=False)
 
     def render(self, variables: Variables) -> Any:
         token = limits.start()
         try:
-            value = _as_data(self.expression({_VARIABLES: variables}))
+            if not self._code:
+                self._code.append(_expression(self.tree))
+            value = _as_data(self._code[0]({_VARIABLES: variables}))
             return _limit_output(value) if isinstance(value, str) else value
         except Exception as exc:  # a template may fail in any way Python can
             raise _render_error(exc, self.where) from exc
@@ -224,12 +228,15 @@ class Expression(_Rendered):
 class JinjaText(_Rendered):
     references: tuple[Reference, ...]
     where: Where
-    template: Template
+    tree: nodes.Template  # checked; turned into Python on the first render
+    _code: list[Template] = field(default_factory=list, compare=False, repr=False)
 
     def render(self, variables: Variables) -> str:
         token = limits.start()
         try:
-            return _collect(self.template.generate({_VARIABLES: variables}))
+            if not self._code:
+                self._code.append(_python(self.tree))
+            return _collect(self._code[0].generate({_VARIABLES: variables}))
         except Exception as exc:  # a template may fail in any way Python can
             raise _render_error(exc, self.where) from exc
         finally:
@@ -384,11 +391,15 @@ def _compile_jinja(
         tree = env.parse(source.text)
         _check_tree(tree, text, source)
         _soften(tree)
+        _check_callables(tree, env)
         _meter_loops(tree)
-        compiled = _expression(tree) if expression else None
-        if compiled is not None:
-            return Expression(references, where, compiled)
-        return JinjaText(references, where, _python(tree))
+        # Constant folding is where compiling can fail the way rendering would
+        # (`''.x ~ 'a'`): do it now; generating Python waits for the first render, so
+        # that checking a thousand flows costs a parse per template, not a compile.
+        tree = cast(nodes.Template, optimize(tree, env))
+        if expression and _single_output(tree) is not None:
+            return Expression(references, where, tree)
+        return JinjaText(references, where, tree)
     except TemplateSyntaxError as exc:
         offset = _syntax_offset(exc, source, text)
         raise ScanError(_syntax_message(exc), offset, "template-syntax") from exc
@@ -421,11 +432,18 @@ def _all_references(pieces: Iterable[Piece]) -> Iterator[Reference]:
             yield from (inner for inner in piece.inner if isinstance(inner, Reference))
 
 
-def _expression(tree: nodes.Template) -> TemplateExpression | None:
+def _single_output(tree: nodes.Template) -> nodes.Expr | None:
+    """The one expression a ``{{ expr }}``-only template outputs, else None."""
     body = tree.body
     if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
         return None
-    assign = nodes.Assign(nodes.Name("result", "store"), body[0].nodes[0], lineno=1)
+    return body[0].nodes[0]
+
+
+def _expression(tree: nodes.Template) -> TemplateExpression:
+    node = _single_output(tree)
+    assert node is not None  # only single-output trees become an Expression
+    assign = nodes.Assign(nodes.Name("result", "store"), node, lineno=1)
     template = _python(nodes.Template([assign], lineno=1))
     return TemplateExpression(template, undefined_to_none=False)
 
@@ -492,7 +510,7 @@ def _refuse_attribute(name: str, text: str, source: JinjaSource) -> None:
 
 def _check_names(tree: nodes.Template, text: str, source: JinjaSource) -> None:
     # a bare name is almost always a reference written without its `$`
-    unknown = meta.find_undeclared_variables(tree) - set(_environment().globals)
+    unknown = _undeclared(tree) - set(_environment().globals)
     if not unknown:
         return
     where = {name: _find(source, text, rf"(?<![\w.$]){re.escape(name)}\b") for name in unknown}
@@ -502,6 +520,32 @@ def _check_names(tree: nodes.Template, text: str, source: JinjaSource) -> None:
         "$call.<name>, $flow.key.<name>, $user.key.<name>, $sys.<name>"
     )
     raise ScanError(message, where[name], "unknown-scope")
+
+
+def _check_callables(tree: nodes.Template, env: Environment) -> None:
+    """Unknown filters and tests, which Jinja itself finds only when generating code."""
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        known, kind = (
+            (env.filters, "filter") if isinstance(node, nodes.Filter) else (env.tests, "test")
+        )
+        if node.name not in known:
+            raise TemplateSyntaxError(f"No {kind} named {node.name!r}.", node.lineno)
+
+
+_IMPLICIT_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self"})
+
+
+def _undeclared(tree: nodes.Template) -> set[str]:
+    """Names read but never set in the template (cheaper than ``jinja2.meta``, which
+    generates the template's code; scoping is ignored: a name set anywhere counts)."""
+    loaded, stored = set(), set()
+    for name in tree.find_all(nodes.Name):
+        (loaded if name.ctx == "load" else stored).add(name.name)
+    for macro in tree.find_all((nodes.Macro, nodes.CallBlock)):
+        stored.update(arg.name for arg in macro.args)
+        if isinstance(macro, nodes.Macro):
+            stored.add(macro.name)
+    return loaded - stored - _IMPLICIT_NAMES
 
 
 def _find(source: JinjaSource, text: str, pattern: str) -> int:
