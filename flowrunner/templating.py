@@ -42,8 +42,8 @@ from jinja2 import StrictUndefined, Undefined, nodes, pass_context, pass_environ
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.environment import Environment, Template, TemplateExpression
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError
-from jinja2.optimizer import optimize
 from jinja2.filters import make_attrgetter
+from jinja2.optimizer import optimize
 from jinja2.runtime import Context
 from jinja2.sandbox import (
     MAX_RANGE,
@@ -538,13 +538,15 @@ _IMPLICIT_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self"})
 def _undeclared(tree: nodes.Template) -> set[str]:
     """Names read but never set in the template (cheaper than ``jinja2.meta``, which
     generates the template's code; scoping is ignored: a name set anywhere counts)."""
-    loaded, stored = set(), set()
+    loaded: set[str] = set()
+    stored: set[str] = set()
     for name in tree.find_all(nodes.Name):
         (loaded if name.ctx == "load" else stored).add(name.name)
-    for macro in tree.find_all((nodes.Macro, nodes.CallBlock)):
+    for macro in tree.find_all(nodes.Macro):
+        stored.add(macro.name)
         stored.update(arg.name for arg in macro.args)
-        if isinstance(macro, nodes.Macro):
-            stored.add(macro.name)
+    for block in tree.find_all(nodes.CallBlock):
+        stored.update(arg.name for arg in block.args)
     return loaded - stored - _IMPLICIT_NAMES
 
 
