@@ -389,10 +389,11 @@ def _compile_jinja(
     env = _environment()
     try:
         tree = env.parse(source.text)
-        _check_tree(tree, text, source)
-        _soften(tree)
-        _check_callables(tree, env)
-        _meter_loops(tree)
+        index = _index(tree)
+        _check_tree(index, text, source)
+        _check_callables(index, env)
+        _soften(index)
+        _meter_loops(index)
         # Constant folding is where compiling can fail the way rendering would
         # (`''.x ~ 'a'`): do it now; generating Python waits for the first render, so
         # that checking a thousand flows costs a parse per template, not a compile.
@@ -451,38 +452,56 @@ def _expression(tree: nodes.Template) -> TemplateExpression:
 # --- static checks on the parsed template ----------------------------------------------
 
 
-def _check_tree(tree: nodes.Template, text: str, source: JinjaSource) -> None:
+NodeIndex = dict[type[nodes.Node], list[Any]]
+
+
+def _index(tree: nodes.Template) -> NodeIndex:
+    """Every node of ``tree`` by its type, from one walk (each ``find_all`` walks anew)."""
+    index: NodeIndex = {}
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        index.setdefault(type(node), []).append(node)
+        stack.extend(node.iter_child_nodes())
+    return index
+
+
+def _of(index: NodeIndex, *kinds: type[nodes.Node]) -> list[Any]:
+    return [node for kind in kinds for node in index.get(kind, ())]
+
+
+def _check_tree(index: NodeIndex, text: str, source: JinjaSource) -> None:
     """Refuse what the sandbox would refuse anyway, at compile time and with a position."""
-    for getattr_node in tree.find_all(nodes.Getattr):
+    for getattr_node in _of(index, nodes.Getattr):
         if getattr_node.attr.startswith("__"):
             _refuse_attribute(getattr_node.attr, text, source)
-    for getitem in tree.find_all(nodes.Getitem):
+    for getitem in _of(index, nodes.Getitem):
         key = getitem.arg
         if isinstance(key, nodes.Const) and isinstance(key.value, str):
             if key.value.startswith("__"):
                 _refuse_attribute(key.value, text, source)
-    for filter_node in tree.find_all(nodes.Filter):
+    for filter_node in _of(index, nodes.Filter):
         if filter_node.name == "attr":
             offset = _find(source, text, r"\|\s*attr\b")
             raise ScanError(
                 "unsafe template: the attr filter is not allowed", offset, "template-unsafe"
             )
-    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+    for node in _of(index, nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport):
         tag = type(node).__name__.lower().replace("fromimport", "from")
         offset = _find(source, text, rf"\b{tag}\b")
         raise ScanError(
             f"template syntax error: {{% {tag} %}} is not supported", offset, "template-syntax"
         )
-    _check_names(tree, text, source)
+    _check_names(index, text, source)
 
 
 _SOFT_HELPER = "_ref_or_undefined"
 
 
-def _soften(tree: nodes.Template) -> None:
+def _soften(index: NodeIndex) -> None:
     """Let ``$x | default(...)`` and ``$x is defined`` see an unset value as Jinja's
     undefined instead of failing: only there may a reference be unset."""
-    for node in tree.find_all((nodes.Filter, nodes.Test)):
+    for node in _of(index, nodes.Filter, nodes.Test):
         names = ("default", "d") if isinstance(node, nodes.Filter) else ("defined", "undefined")
         call = node.node
         if node.name in names and isinstance(call, nodes.Call):
@@ -493,10 +512,10 @@ def _soften(tree: nodes.Template) -> None:
 _LOOP_ITEMS = "_loop_items"
 
 
-def _meter_loops(tree: nodes.Template) -> None:
+def _meter_loops(index: NodeIndex) -> None:
     """Make every ``{% for %}`` iterate through :func:`limits.metered_items`, so that
     nested loops spend the render's budget however their items are made."""
-    for loop in list(tree.find_all(nodes.For)):
+    for loop in _of(index, nodes.For):
         line = loop.lineno
         name = nodes.Name(_LOOP_ITEMS, "load", lineno=line)
         loop.iter = nodes.Call(name, [loop.iter], [], None, None, lineno=line)
@@ -508,9 +527,9 @@ def _refuse_attribute(name: str, text: str, source: JinjaSource) -> None:
     raise ScanError(message, offset, "template-unsafe")
 
 
-def _check_names(tree: nodes.Template, text: str, source: JinjaSource) -> None:
+def _check_names(index: NodeIndex, text: str, source: JinjaSource) -> None:
     # a bare name is almost always a reference written without its `$`
-    unknown = _undeclared(tree) - set(_environment().globals)
+    unknown = _undeclared(index) - set(_environment().globals)
     if not unknown:
         return
     where = {name: _find(source, text, rf"(?<![\w.$]){re.escape(name)}\b") for name in unknown}
@@ -522,9 +541,9 @@ def _check_names(tree: nodes.Template, text: str, source: JinjaSource) -> None:
     raise ScanError(message, where[name], "unknown-scope")
 
 
-def _check_callables(tree: nodes.Template, env: Environment) -> None:
+def _check_callables(index: NodeIndex, env: Environment) -> None:
     """Unknown filters and tests, which Jinja itself finds only when generating code."""
-    for node in tree.find_all((nodes.Filter, nodes.Test)):
+    for node in _of(index, nodes.Filter, nodes.Test):
         known, kind = (
             (env.filters, "filter") if isinstance(node, nodes.Filter) else (env.tests, "test")
         )
@@ -535,17 +554,17 @@ def _check_callables(tree: nodes.Template, env: Environment) -> None:
 _IMPLICIT_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self"})
 
 
-def _undeclared(tree: nodes.Template) -> set[str]:
+def _undeclared(index: NodeIndex) -> set[str]:
     """Names read but never set in the template (cheaper than ``jinja2.meta``, which
     generates the template's code; scoping is ignored: a name set anywhere counts)."""
     loaded: set[str] = set()
     stored: set[str] = set()
-    for name in tree.find_all(nodes.Name):
+    for name in _of(index, nodes.Name):
         (loaded if name.ctx == "load" else stored).add(name.name)
-    for macro in tree.find_all(nodes.Macro):
+    for macro in _of(index, nodes.Macro):
         stored.add(macro.name)
         stored.update(arg.name for arg in macro.args)
-    for block in tree.find_all(nodes.CallBlock):
+    for block in _of(index, nodes.CallBlock):
         stored.update(arg.name for arg in block.args)
     return loaded - stored - _IMPLICIT_NAMES
 
