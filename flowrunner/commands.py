@@ -95,8 +95,6 @@ def batch_run(
     Exit 130 when interrupted, else 1 if an execution failed or a line was invalid (or
     the input or output failed), else 75 if a push is still pending, else 0.
     """
-    import time
-
     from flowrunner.batch import Output, loop_factory, run_events
     from flowrunner.progress import ProgressBar, summary_line
     from flowrunner.runner import Runner
@@ -113,10 +111,9 @@ def batch_run(
     fd, size = _open_events(events)
     out = Output(_open_output(output))
     bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty(), total=size)
-    started = time.monotonic()
     with asyncio.Runner(loop_factory=loop_factory()) as loop:
         outcome = loop.run(run_events(runner, fd, out, concurrency=concurrency, bar=bar))
-    click.echo(summary_line(outcome.counts, time.monotonic() - started), err=True)
+    click.echo(summary_line(outcome.counts, outcome.seconds), err=True)
     return _batch_exit(outcome, events)
 
 

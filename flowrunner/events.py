@@ -15,32 +15,22 @@ accept the same lines.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
+import select
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
-def optional_module(name: str) -> Any:
-    """The module ``name`` if it is installed, else None (extras such as orjson)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-orjson = optional_module("orjson")
+from flowrunner.jsoncodec import dumps, loads
 
 MAX_LINE = 1 << 20  # bytes of one input line, newline excluded
 READ_SIZE = 1 << 16
 AHEAD = 4  # chunks read ahead of the event loop
 MEMBERS = ("call", "keys", "user_keys")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -122,48 +112,68 @@ class LineReader:
                 return
 
     def _chunks(self) -> Iterator[Chunk]:
-        """Yield :class:`Chunk` objects; the last line may lack its newline."""
-        partial = b""
-        skipped = -1  # bytes of an oversize line being skipped, -1 when none
+        splitter = LineSplitter()
         size = 0  # bytes read and not yet handed on
         first = True
         while not self._stopped:
-            data = os.read(self._fd, READ_SIZE)
+            data = self._read()
             if not data:
                 break
             size += len(data)
-            if first and data.startswith(_BOM):
-                data = data[len(_BOM) :]
-            first = False
-            parts = data.split(b"\n")
-            lines: list[Line] = []
-            head = parts[0]
-            if len(parts) == 1:  # no newline in this read: the line goes on
-                if skipped >= 0:
-                    skipped += len(head)
-                elif len(partial) + len(head) > MAX_LINE:
-                    skipped, partial = len(partial) + len(head), b""
-                else:
-                    partial += head
-                continue
-            if skipped >= 0:
-                lines.append(Oversize(skipped + len(head)))
-                skipped = -1
-            else:
-                lines.append(_sized(partial + head))
-            partial = b""
-            lines.extend(_sized(p) for p in parts[1:-1])
-            tail = parts[-1]
-            if len(tail) > MAX_LINE:
-                skipped = len(tail)
-            else:
-                partial = tail
-            yield Chunk(lines, size)
-            size = 0
-        if skipped >= 0:
-            yield Chunk([Oversize(skipped)], size)
-        elif partial:
-            yield Chunk([partial], size)
+            if first:
+                data, first = data.removeprefix(_BOM), False
+            lines = splitter.feed(data)
+            if lines:
+                yield Chunk(lines, size)
+                size = 0
+        last = splitter.end()
+        if last:
+            yield Chunk(last, size)
+
+    def _read(self) -> bytes:
+        while True:
+            try:
+                return os.read(self._fd, READ_SIZE)
+            except BlockingIOError:  # a pipe someone made non-blocking: wait for data
+                select.select([self._fd], [], [])
+
+
+class LineSplitter:
+    """Splits bytes into lines as they arrive. A line longer than :data:`MAX_LINE` is
+    not kept: it becomes an :class:`Oversize` holding its length."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._skipped = -1  # bytes of an oversize line so far; -1 when none
+
+    def feed(self, data: bytes) -> list[Line]:
+        """The lines that ``data`` completes."""
+        parts = data.split(b"\n")
+        if len(parts) == 1:
+            self._grow(parts[0])
+            return []
+        if self._skipped >= 0:
+            lines: list[Line] = [Oversize(self._skipped + len(parts[0]))]
+        else:
+            lines = [_sized(self._partial + parts[0])]
+        lines.extend(_sized(p) for p in parts[1:-1])
+        self._partial, self._skipped = b"", -1
+        self._grow(parts[-1])
+        return lines
+
+    def end(self) -> list[Line]:
+        """The last line, when the input does not end with a newline."""
+        if self._skipped >= 0:
+            return [Oversize(self._skipped)]
+        return [self._partial] if self._partial else []
+
+    def _grow(self, piece: bytes) -> None:
+        if self._skipped >= 0:
+            self._skipped += len(piece)
+        elif len(self._partial) + len(piece) > MAX_LINE:
+            self._skipped, self._partial = len(self._partial) + len(piece), b""
+        else:
+            self._partial += piece
 
 
 def _sized(line: bytes) -> Line:
@@ -173,24 +183,6 @@ def _sized(line: bytes) -> Line:
 # ---- checking ----------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _loads(raw: bytes) -> Any:
-    """Decode one line; ValueError (or RecursionError) when it is not JSON."""
-    if orjson is not None:
-        return orjson.loads(raw)
-    value = _DECODER.decode(raw.decode("utf-8"))
-    if _SURROGATE_ESCAPE.search(raw):
-        # orjson refuses a lone surrogate escape ("\ud800"); so does this, the same way
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    return value
-
-
 def parse_line(raw: Line) -> Parsed | Invalid:
     """The ``(call, keys, user_keys)`` of one input line, or why it cannot be run."""
     if isinstance(raw, Oversize):
@@ -198,7 +190,7 @@ def parse_line(raw: Line) -> Parsed | Invalid:
             "LINE_TOO_LONG", f"line of {raw.size} bytes, over the limit of {MAX_LINE} bytes"
         )
     try:
-        data = _loads(raw)
+        data = loads(raw)
     except (ValueError, RecursionError) as exc:
         return _not_json(raw, exc)
     if not isinstance(data, dict):
@@ -275,14 +267,4 @@ def _short(message: str) -> str:
 
 def dumps_line(data: Mapping[str, Any]) -> bytes:
     """One output line: compact JSON, UTF-8, newline-terminated."""
-    if orjson is not None:
-        try:
-            line: bytes = orjson.dumps(data, default=str, option=orjson.OPT_APPEND_NEWLINE)
-            return line
-        except TypeError:  # an integer over 64 bits, a non-string key: json copes
-            pass
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    try:
-        return text.encode("utf-8") + b"\n"
-    except UnicodeEncodeError:  # a lone surrogate: escaped, the line stays valid UTF-8
-        return json.dumps(data, separators=(",", ":"), default=str).encode("ascii") + b"\n"
+    return dumps(data) + b"\n"

@@ -10,6 +10,7 @@ while the previous one committed, off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -19,6 +20,7 @@ from flowrunner import model as m
 from flowrunner import oncomplete
 from flowrunner.compiler import CompiledWebhook, Plan
 from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services, UserKeyStore
+from flowrunner.jsoncodec import dumps
 from flowrunner.result import ExecutionRecord, iso
 from flowrunner.secrets import Secrets
 from flowrunner.templating import Variables, format_text
@@ -76,6 +78,56 @@ class CachedUserKeys:
         self._values[name] = value
 
 
+class PushBatcher:
+    """Sends pushes asked for in the same pass of the event loop with one
+    :meth:`~flowrunner.delivery.Deliverer.send_now`: one lease transaction for the lot.
+
+    A group commit wakes all its executions in one pass, so their pushes go together.
+    """
+
+    def __init__(self, deliverer: Any) -> None:
+        self._deliverer = deliverer
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, push_id: str) -> dict[str, Any]:
+        """One attempt at push ``push_id``; its on-complete status afterwards."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._waiting[push_id] = future
+        return await future
+
+    async def aclose(self) -> None:
+        """Cancel the sends still running; their pushes stay pending in the outbox."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
+        try:
+            status = await self._deliverer.send_now(list(batch))
+        except asyncio.CancelledError:
+            for future in batch.values():
+                future.cancel()
+            raise
+        except Exception as exc:
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for push_id, future in batch.items():
+            if not future.done():
+                future.set_result(status[push_id])
+
+
 class Runner:
     """Executes a plan; ``on_complete=False`` skips pushes; ``dry_run`` sends nothing.
 
@@ -105,6 +157,7 @@ class Runner:
         self.client: Any = None
         self.deliverer: Any = None
         self.recorder: Any = None
+        self.pushes: PushBatcher | None = None
         for ref in used_secrets(plan):
             secrets.resolve(ref)  # fail before anything runs, naming the secret
 
@@ -134,6 +187,8 @@ class Runner:
         self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
         if self.group_commit:
             self.recorder = await self._stack.enter_async_context(AsyncRecorder(self.store))
+            self.pushes = PushBatcher(self.deliverer)
+            self._stack.push_async_callback(self.pushes.aclose)
         return CachedUserKeys(self.store)
 
     async def __aexit__(self, *exc: object) -> None:
@@ -141,24 +196,51 @@ class Runner:
 
     async def run(self, inputs: Inputs) -> ExecutionRecord:
         """One execution, recorded, with its push recorded and tried once."""
-        record, _ = await self.run_with_data(inputs)
+        record = await self.engine.execute(inputs)
+        if self.dry_run:
+            return record
+        push = self._push(record) if self.push_to is not None else None
+        self.store.record_end(record.as_dict(), push)
+        if push is not None:
+            record.on_complete = await self._send(push)
         return record
 
-    async def run_with_data(self, inputs: Inputs) -> tuple[ExecutionRecord, dict[str, Any]]:
-        """Like :meth:`run`; also returns the record as JSON data, built once."""
+    async def run_encoded(self, inputs: Inputs) -> tuple[ExecutionRecord, bytes]:
+        """Like :meth:`run`, for many executions at once: also returns the record as
+        compact JSON, encoded once (the store keeps the same text).
+
+        With ``group_commit`` the end is recorded with other executions' ends.
+        """
+        from flowrunner.state import EncodedRecord
+
         record = await self.engine.execute(inputs)
         data = record.as_dict()
+        encoded = dumps(data)
         if self.dry_run:
-            return record, data
+            return record, encoded
         push = self._push(record) if self.push_to is not None else None
+        stored = EncodedRecord(
+            execution_id=record.execution_id,
+            flow=record.flow,
+            status=record.status,
+            started_at=record.started_at.timestamp(),
+            ended_at=record.ended_at.timestamp(),
+            text=encoded.decode(),
+        )
         if self.recorder is not None:
-            await self.recorder.record_end(data, push)
+            await self.recorder.record_end(stored, push)
         else:
-            self.store.record_end(data, push)
+            self.store.record_end(stored, push)
         if push is not None:
-            status = await self.deliverer.send_now([push.id])
-            record.on_complete = data["on_complete"] = status[push.id]
-        return record, data
+            record.on_complete = data["on_complete"] = await self._send(push)
+            encoded = dumps(data)
+        return record, encoded
+
+    async def _send(self, push: Any) -> dict[str, Any]:
+        if self.pushes is not None:
+            return await self.pushes.send(push.id)
+        status: dict[str, dict[str, Any]] = await self.deliverer.send_now([push.id])
+        return status[push.id]
 
     def _push(self, record: ExecutionRecord) -> Any:
         from flowrunner.state import NewPush

@@ -92,6 +92,23 @@ class NewPush:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EncodedRecord:
+    """An execution record already written as JSON (``text``), with the fields the
+    ``runs`` table indexes; :meth:`Store.record_ends` stores it without encoding again.
+    """
+
+    execution_id: str
+    flow: str
+    status: str
+    started_at: float  # unix seconds
+    ended_at: float
+    text: str
+
+
+Record = Mapping[str, Any] | EncodedRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxRow:
     """One push as stored in the outbox."""
 
@@ -339,29 +356,20 @@ class Store:
 
     # ---- execution ends ----------------------------------------------------------
 
-    def record_end(self, record: Mapping[str, Any], push: NewPush | None) -> None:
+    def record_end(self, record: Record, push: NewPush | None) -> None:
         """Store an execution record and its push (if any) in one durable transaction.
 
         Both rows are written or neither; the push is on disk before this returns.
         """
         self.record_ends([(record, push)])
 
-    def record_ends(self, items: Sequence[tuple[Mapping[str, Any], NewPush | None]]) -> None:
+    def record_ends(self, items: Sequence[tuple[Record, NewPush | None]]) -> None:
         """Group commit of :meth:`record_end`: one transaction (and one fsync) for all."""
         runs = [_run_row(record) for record, _ in items]
         pushes = [_push_row(push) for _, push in items if push is not None]
         with self._write("record executions", durable=bool(pushes)) as cur:
-            cur.executemany(
-                "INSERT INTO runs (execution_id, flow, status, started_at, ended_at, record) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                runs,
-            )
-            cur.executemany(
-                "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, status, "
-                "attempts, next_attempt_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-                pushes,
-            )
+            _insert_rows(cur, _INSERT_RUN, "(?, ?, ?, ?, ?, ?)", runs)
+            _insert_rows(cur, _INSERT_PUSH, "(?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)", pushes)
 
     # ---- the outbox --------------------------------------------------------------
 
@@ -560,7 +568,7 @@ class Store:
         return len(doomed)
 
 
-Item = tuple[Mapping[str, Any], NewPush | None]
+Item = tuple[Record, NewPush | None]
 
 
 class AsyncRecorder:
@@ -587,7 +595,7 @@ class AsyncRecorder:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def record_end(self, record: Mapping[str, Any], push: NewPush | None) -> None:
+    async def record_end(self, record: Record, push: NewPush | None) -> None:
         """Like :meth:`Store.record_end`; returns once the record is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -650,6 +658,25 @@ class AsyncRecorder:
             self._store = None
 
 
+_INSERT_RUN = "INSERT INTO runs (execution_id, flow, status, started_at, ended_at, record) VALUES "
+_INSERT_PUSH = (
+    "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, status, "
+    "attempts, next_attempt_at, created_at) VALUES "
+)
+ROWS_PER_INSERT = 100  # 8 parameters a row at most: below SQLite's oldest limit of 999
+
+
+def _insert_rows(cur: sqlite3.Cursor, head: str, row: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` with one multi-row statement per ROWS_PER_INSERT rows.
+
+    sqlite3 lets go of the GIL once per statement step: one step for many rows keeps a
+    recorder thread from trading the GIL with the event loop once per row.
+    """
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        cur.execute(head + ", ".join([row] * len(chunk)), [v for r in chunk for v in r])
+
+
 _UPSERT_KEY = (
     "INSERT INTO user_keys (name, value, updated_at) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
@@ -660,7 +687,16 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _run_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+def _run_row(record: Record) -> tuple[Any, ...]:
+    if isinstance(record, EncodedRecord):
+        return (
+            record.execution_id,
+            record.flow,
+            record.status,
+            record.started_at,
+            record.ended_at,
+            record.text,
+        )
     started = unix(record.get("started_at"))
     ended = unix(record.get("ended_at")) if record.get("ended_at") else started
     return (

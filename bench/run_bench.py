@@ -1,0 +1,431 @@
+"""flowrunner benchmarks: every figure beside a baseline measured in the same run.
+
+    python bench/run_bench.py --quick     # about a minute
+    python bench/run_bench.py             # the full set, a few minutes
+
+What it measures (bench/README.md says why and how to read it):
+
+* HTTP throughput: a plain aiohttp client (the baseline) and ``flowrunner run --events``
+  through the real CLI, on-complete off then on, against one loopback sink
+  (bench/sink.py, a separate process), concurrency 64 for both.
+* Operation-only executions in process (Engine, no HTTP) against plain Python doing the
+  same dict work.
+* Peak RSS of a 10,000- and a 100,000-event batch, and their ratio.
+* Cold start of ``flowrunner run FLOW --dry-run`` against ``python -c pass``.
+
+Timed comparisons are interleaved (A B A B ...) and reported as medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+CONCURRENCY = 64
+
+PROJECT = """\
+version: 1
+http:
+  allow_http: true
+  allowlist: [127.0.0.1]
+webhooks:
+  api:
+    url: http://127.0.0.1:{port}/api
+    body: json
+    timeout: 10
+    methods:
+      lookup:
+        response:
+          order_status: status
+          order_id: order.id
+  events:
+    url: http://127.0.0.1:{port}/events
+    default: true
+    timeout: 10
+    methods: {{}}
+state: .flowrunner/state.db
+"""
+
+# one assignment and one webhook step (the HTTP throughput flow)
+HTTP_FLOW = """\
+flow: http
+on_complete: true
+keys:
+  attempts: 0
+steps:
+  - id: note
+    operation: assign
+    set:
+      caller: $call.cli
+  - id: lookup
+    webhook: api
+    method: lookup
+"""
+
+# three templated assignments: a Jinja expression, a reference, text with references
+OPS_FLOW = """\
+flow: ops
+keys:
+  attempts: 0
+steps:
+  - id: count
+    operation: assign
+    set:
+      attempts: "{{ $flow.key.attempts + 1 }}"
+      caller: $call.cli
+      greeting: "Hello $call.cli, attempt $flow.key.attempts"
+"""
+
+
+# ---- pieces ------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    probe = (
+        "import importlib.util as u; print(*[bool(u.find_spec(m)) for m in ('uvloop', 'orjson')])"
+    )
+    found = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True).stdout.split()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "uvloop": "yes" if found[:1] == ["True"] else "no",
+        "orjson": "yes" if found[1:2] == ["True"] else "no",
+    }
+
+
+class Sink:
+    """bench/sink.py in its own process."""
+
+    def __enter__(self) -> Sink:
+        self.proc = subprocess.Popen(
+            [PYTHON, str(HERE / "sink.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        self.port = int(line.split()[1])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def events_file(folder: Path, count: int) -> Path:
+    path = folder / f"events-{count}.jsonl"
+    if not path.exists():
+        with path.open("w") as out:
+            for i in range(count):
+                out.write(json.dumps({"call": call(i)}) + "\n")
+    return path
+
+
+def call(i: int) -> dict[str, Any]:
+    """A call as a telephony platform reports it (about 300 bytes of request body)."""
+    return {
+        "uuid": f"c-{i:08d}-5f0e-4c1a-9d7e-3b2a1c0d9e8f",
+        "request_id": f"r-{i:08d}",
+        "cli": f"+1555{i:07d}",
+        "dnis": "+15550000001",
+        "did": "+15550000001",
+        "direction": "inbound",
+        "start": "2026-11-28T10:00:00Z",
+    }
+
+
+def run_child(args: list[str], cwd: Path) -> tuple[int, str, float, int]:
+    """Run a child: (exit code, stderr, wall seconds, peak RSS in KiB of that child)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, time.perf_counter() - started, usage.ru_maxrss
+
+
+def flowrunner(root: Path, *args: str) -> list[str]:
+    return [PYTHON, "-m", "flowrunner", "--project", str(root), "run", *args]
+
+
+def batch_rate(root: Path, events: Path, *extra: str) -> tuple[float, int]:
+    """Executions/s of one ``run --events`` (its own clock: reading to last record)."""
+    shutil.rmtree(root / ".flowrunner", ignore_errors=True)
+    args = ["http", "--events", str(events), "--output", os.devnull]
+    code, err, _, rss = run_child(flowrunner(root, *args, *extra), root)
+    match = re.search(r"; ([\d,]+)/s", err)
+    if code != 0 or match is None:
+        raise SystemExit(f"flowrunner run --events failed ({code}):\n{err}")
+    return float(match.group(1).replace(",", "")), rss
+
+
+# ---- the raw client (run as a child: python bench/run_bench.py _raw PORT N BODY) -----
+
+
+async def raw_client(port: int, count: int, body: bytes) -> float:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/api"
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": "00000000-0000-0000-0000-000000000000:lookup",
+        "User-Agent": "flowrunner/bench",
+    }
+    todo = iter(range(count))
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for _ in todo:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    json.loads(await resp.read())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return count / (time.perf_counter() - started)
+
+
+def raw_rate(port: int, count: int, body: Path) -> float:
+    out = subprocess.run(
+        [PYTHON, __file__, "_raw", str(port), str(count), str(body)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.strip())
+
+
+def request_body(root: Path) -> bytes:
+    """The JSON body flowrunner sends for the first event (from a dry run's record)."""
+    line = json.dumps({"call": call(0)}) + "\n"
+    args = flowrunner(root, "http", "--events", "-", "--dry-run")
+    done = subprocess.run(args, input=line, capture_output=True, text=True, cwd=root, check=True)
+    out = done.stdout
+    body: str = json.loads(out)["steps"][1]["request"]["body"]
+    return body.encode()
+
+
+# ---- the figures -------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    baseline: str
+    ratio: float | None
+    goal: str = ""
+
+
+def throughput(root: Path, port: int, count: int, reps: int) -> list[Row]:
+    events = events_file(root, count)
+    body_file = root / "body.json"
+    body_file.write_bytes(request_body(root))
+    raw: list[float] = []
+    off: list[float] = []
+    on: list[float] = []
+    raw_rate(port, min(count, 2000), body_file)  # warm the sink up
+    for _ in range(reps):
+        raw.append(raw_rate(port, count, body_file))
+        off.append(batch_rate(root, events, "--no-on-complete")[0])
+        on.append(batch_rate(root, events)[0])
+    base = median(raw)
+    size = len(body_file.read_bytes())
+    return [
+        Row(f"raw aiohttp client, c={CONCURRENCY}, {size} B JSON", f"{base:,.0f} req/s", "", 1.0),
+        Row(
+            "run --events, on-complete off",
+            f"{median(off):,.0f} exec/s = {median(off):,.0f} req/s",
+            f"{base:,.0f} req/s",
+            median(off) / base,
+            ">= 0.8",
+        ),
+        Row(
+            "run --events, on-complete on",
+            f"{median(on):,.0f} exec/s = {2 * median(on):,.0f} req/s",
+            f"{base:,.0f} req/s",
+            2 * median(on) / base,
+        ),
+    ]
+
+
+def operation_only(root: Path, count: int, reps: int) -> list[Row]:
+    sys.path.insert(0, str(HERE.parent))
+    from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services
+    from flowrunner.project import load_plan
+    from flowrunner.secrets import Secrets
+
+    plan = load_plan(root, "ops")
+    services = Services(client=None, secrets=Secrets(env={}), users=MemoryUserKeys())
+    engine = Engine(plan, services)
+    declared = dict(plan.flow.keys)
+    calls = [{"uuid": f"c-{i}", "cli": f"+1555{i:07d}"} for i in range(count)]
+
+    async def with_engine() -> float:
+        started = time.perf_counter()
+        for call in calls:
+            await engine.execute(Inputs(call=call))
+        return count / (time.perf_counter() - started)
+
+    def plain() -> float:
+        started = time.perf_counter()
+        for call in calls:
+            flow = dict(declared)
+            flow["attempts"] = flow["attempts"] + 1
+            flow["caller"] = call["cli"]
+            flow["greeting"] = f"Hello {call['cli']}, attempt {flow['attempts']}"
+        return count / (time.perf_counter() - started)
+
+    engine_rates: list[float] = []
+    plain_rates: list[float] = []
+    for _ in range(reps):
+        engine_rates.append(asyncio.run(with_engine()))
+        plain_rates.append(plain())
+    fr, py = median(engine_rates), median(plain_rates)
+    return [
+        Row(
+            "operation-only flow (3 assignments), in process",
+            f"{fr:,.0f} exec/s ({1e6 / fr:.1f} µs)",
+            f"{py:,.0f}/s plain Python",
+            fr / py,
+        )
+    ]
+
+
+def memory(root: Path, small: int, large: int, *extra: str) -> list[Row]:
+    peaks = []
+    for count in (small, large):
+        events = events_file(root, count)
+        shutil.rmtree(root / ".flowrunner", ignore_errors=True)
+        args = flowrunner(root, "http", "--events", str(events), "--output", os.devnull, *extra)
+        code, err, _, rss = run_child(args, root)
+        if code != 0:
+            raise SystemExit(f"memory run failed ({code}):\n{err}")
+        peaks.append(rss / 1024)
+    how = " (dry run)" if "--dry-run" in extra else ""
+    return [
+        Row(
+            f"peak RSS, {large:,} vs {small:,} events{how}",
+            f"{peaks[1]:.1f} MiB",
+            f"{peaks[0]:.1f} MiB",
+            peaks[1] / peaks[0],
+            "<= 1.2",
+        )
+    ]
+
+
+def cold_start(root: Path, reps: int) -> list[Row]:
+    def timed(args: list[str]) -> Callable[[], float]:
+        def once() -> float:
+            code, err, seconds, _ = run_child(args, root)
+            if code != 0:
+                raise SystemExit(f"{' '.join(args)} failed ({code}):\n{err}")
+            return seconds
+
+        return once
+
+    ours = timed(flowrunner(root, "http", "--dry-run", "--call", "cli=+15550000000"))
+    python = timed([PYTHON, "-c", "pass"])
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(reps):
+        a.append(ours())
+        b.append(python())
+    return [
+        Row(
+            "cold start: run FLOW --dry-run",
+            f"{median(a) * 1000:.0f} ms",
+            f"{median(b) * 1000:.0f} ms python -c pass",
+            median(a) / median(b),
+        )
+    ]
+
+
+def table(rows: list[Row], info: dict[str, str], seconds: float) -> str:
+    lines = [
+        f"machine: {info['nproc']} CPUs, {info['cpu']}; Python {info['python']}; "
+        f"uvloop {info['uvloop']}, orjson {info['orjson']}",
+        "",
+        f"{'figure':<48} {'value':<34} {'baseline':<30} {'ratio':>6}  goal",
+    ]
+    for row in rows:
+        ratio = (
+            ""
+            if row.ratio is None
+            else f"{row.ratio:.2f}"
+            if row.ratio >= 0.1
+            else f"1/{1 / row.ratio:.0f}"
+        )
+        lines.append(f"{row.figure:<48} {row.value:<34} {row.baseline:<30} {ratio:>6}  {row.goal}")
+    lines.append(f"\n({seconds:.0f} s; medians of interleaved runs)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="flowrunner benchmarks")
+    parser.add_argument("--quick", action="store_true", help="about a minute")
+    args = parser.parse_args()
+    quick = args.quick
+    started = time.perf_counter()
+    info = machine()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="flowrunner-bench-") as tmp, Sink() as sink:
+        root = Path(tmp)
+        (root / "flowrunner.yaml").write_text(PROJECT.format(port=sink.port))
+        (root / "flows").mkdir()
+        (root / "flows" / "http.yaml").write_text(HTTP_FLOW)
+        (root / "flows" / "ops.yaml").write_text(OPS_FLOW)
+        print("throughput ...", file=sys.stderr)
+        rows += throughput(root, sink.port, 5_000 if quick else 20_000, 5)
+        print("operation-only ...", file=sys.stderr)
+        rows += operation_only(root, 5_000 if quick else 20_000, 5)
+        print("memory ...", file=sys.stderr)
+        if quick:
+            rows += memory(root, 10_000, 100_000, "--dry-run")
+        else:
+            rows += memory(root, 10_000, 100_000, "--no-on-complete")
+        print("cold start ...", file=sys.stderr)
+        rows += cold_start(root, 10)
+    print(table(rows, info, time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_raw"]:
+        port, count, body = int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]).read_bytes()
+        try:
+            import uvloop
+
+            rate = uvloop.run(raw_client(port, count, body))
+        except ImportError:
+            rate = asyncio.run(raw_client(port, count, body))
+        print(rate)
+    else:
+        main()

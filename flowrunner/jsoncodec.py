@@ -1,0 +1,59 @@
+"""JSON for the hot path: orjson when it is installed (``flowrunner[fast]``), else ``json``.
+
+Both give the same compact, UTF-8 text for the data flowrunner handles (``dumps``
+falls back to ``json`` for what orjson refuses, such as integers over 64 bits), and both
+refuse the same input (``loads``: NaN and Infinity, lone surrogate escapes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from typing import Any
+
+
+def optional_module(name: str) -> Any:
+    """The module ``name`` if it is installed, else None."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+orjson = optional_module("orjson")
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def loads(raw: bytes) -> Any:
+    """Decode UTF-8 JSON; raises ValueError (or RecursionError, nested too deeply)."""
+    if orjson is not None:
+        return orjson.loads(raw)
+    value = _DECODER.decode(raw.decode("utf-8"))
+    if _SURROGATE_ESCAPE.search(raw):
+        # orjson refuses a lone surrogate escape ("\ud800"): refuse it the same way
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return value
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes; values JSON cannot hold are written as strings."""
+    if orjson is not None:
+        try:
+            encoded: bytes = orjson.dumps(data, default=str)
+            return encoded
+        except TypeError:  # an integer over 64 bits, a non-string key: json copes
+            pass
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, so the bytes stay UTF-8
+        return json.dumps(data, separators=(",", ":"), default=str).encode("ascii")
