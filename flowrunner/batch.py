@@ -233,8 +233,11 @@ class Batch:
                 counts.completed += 1
             else:
                 counts.failed += 1
-            if record.on_complete is not None and record.on_complete["status"] == "pending":
+            push = record.on_complete["status"] if record.on_complete is not None else None
+            if push == "pending":
                 counts.pending += 1
+            elif push == "dead":
+                counts.dead += 1
             self._finish(number, line)
 
     def _invalid(self, number: int, problem: Invalid) -> None:

@@ -94,6 +94,20 @@ def _pairs(flag: str, values: tuple[str, ...]) -> dict[str, object]:
     return parse_assignments(flag, values)
 
 
+def _check_batch_options(
+    events: str | None, values: tuple[str, ...], as_json: bool, output: Path | None
+) -> None:
+    from flowrunner.errors import UsageError
+
+    if events is not None and (values or as_json):
+        raise UsageError(
+            "--events takes each execution's values from its line and always writes JSON "
+            "Lines: --call, --key, --user-key and --json do not apply"
+        )
+    if events is None and output is not None:
+        raise UsageError("--output applies to --events only")
+
+
 @main.command()
 @click.argument("flow")
 @click.option("--call", "calls", multiple=True, metavar="NAME=VALUE", help="A $call.* value.")
@@ -151,6 +165,7 @@ def run(
     from flowrunner.commands import run_batch, run_once
 
     common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
+    _check_batch_options(events, calls + keys + user_keys, as_json, output)
     if events is not None:
         code = run_batch(
             **common,

@@ -29,8 +29,11 @@ def make_secrets(secrets_file: Path | None, *, masked: bool = False) -> Secrets:
 
 
 def exit_code(records: list[ExecutionRecord]) -> int:
-    """1 if any execution failed, else 75 if a push is still pending, else 0."""
+    """1 if any execution failed or its push is dead, else 75 if a push is still
+    pending, else 0."""
     if any(r.status == "FAILED" for r in records):
+        return EXIT_PROBLEMS
+    if any(r.on_complete and r.on_complete["status"] == "dead" for r in records):
         return EXIT_PROBLEMS
     if any(r.on_complete and r.on_complete["status"] == "pending" for r in records):
         return EXIT_PENDING
@@ -126,7 +129,7 @@ def _batch_exit(outcome: Outcome, events: str) -> int:
             click.echo(f"flowrunner: {action} failed ({_reason(error)})", err=True)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
-    if counts.failed or counts.invalid or outcome.read_error or outcome.write_error:
+    if counts.failed or counts.invalid or counts.dead or outcome.read_error or outcome.write_error:
         return EXIT_PROBLEMS
     if counts.pending:
         click.echo(

@@ -24,6 +24,7 @@ class Counts:
     invalid: int = 0
     interrupted: int = 0
     pending: int = 0  # executions whose on-complete push is still in the outbox
+    dead: int = 0  # executions whose on-complete push was given up (410, other 4xx)
 
     @property
     def total(self) -> int:
@@ -34,9 +35,10 @@ def summary_line(counts: Counts, seconds: float) -> str:
     """``N executions: C completed, F failed, I invalid, P pushes pending; R/s``."""
     rate = counts.total / seconds if seconds > 0 else 0.0
     interrupted = f", {counts.interrupted} interrupted" if counts.interrupted else ""
+    dead = f", {counts.dead} pushes dead" if counts.dead else ""
     return (
         f"{counts.total} executions: {counts.completed} completed, {counts.failed} failed, "
-        f"{counts.invalid} invalid{interrupted}, {counts.pending} pushes pending; "
+        f"{counts.invalid} invalid{interrupted}, {counts.pending} pushes pending{dead}; "
         f"{rate:,.0f}/s"
     )
 

@@ -20,6 +20,7 @@ from flowrunner import model as m
 from flowrunner import oncomplete
 from flowrunner.compiler import CompiledWebhook, Plan
 from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services, UserKeyStore
+from flowrunner.errors import TemplateError
 from flowrunner.jsoncodec import dumps
 from flowrunner.result import ExecutionRecord, iso
 from flowrunner.secrets import Secrets
@@ -28,10 +29,10 @@ from flowrunner.templating import Variables, format_text
 REFRESH = 0.1  # seconds a cached user key may lag behind another process's write
 
 
-def used_secrets(plan: Plan) -> list[m.SecretRef]:
-    """Every secret the plan may need: of the webhooks its steps and push use."""
+def used_secrets(plan: Plan, *, on_complete: bool = True) -> list[m.SecretRef]:
+    """Every secret the plan may need: of the webhooks its steps (and push) use."""
     hooks = [s.webhook.webhook for s in plan.steps if s.webhook is not None]
-    if plan.on_complete is not None:
+    if on_complete and plan.on_complete is not None:
         hooks.append(plan.on_complete.webhook)
     refs: list[m.SecretRef] = []
     for hook in hooks:
@@ -158,7 +159,7 @@ class Runner:
         self.deliverer: Any = None
         self.recorder: Any = None
         self.pushes: PushBatcher | None = None
-        for ref in used_secrets(plan):
+        for ref in used_secrets(plan, on_complete=on_complete):
             secrets.resolve(ref)  # fail before anything runs, naming the secret
 
     async def __aenter__(self) -> Runner:
@@ -181,6 +182,7 @@ class Runner:
         self.store = Store.open(self.project.state)
         self._stack.callback(self.store.close)
         self.store.seed_user_keys(self.project.user_keys)
+        self._stack.callback(self._prune)  # runs after everything opened below is closed
         self.client = await self._stack.enter_async_context(
             HttpClient(self.project.http, limit=self.concurrency)
         )
@@ -194,12 +196,17 @@ class Runner:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
+    def _prune(self) -> None:
+        """Apply the project's history retention, once per run, when it ends."""
+        history = self.project.history
+        self.store.prune_runs(older_than=history.keep_days * 86_400, keep=history.keep_runs)
+
     async def run(self, inputs: Inputs) -> ExecutionRecord:
         """One execution, recorded, with its push recorded and tried once."""
         record = await self.engine.execute(inputs)
         if self.dry_run:
             return record
-        push = self._push(record) if self.push_to is not None else None
+        push = self._push(record)
         self.store.record_end(record.as_dict(), push)
         if push is not None:
             record.on_complete = await self._send(push)
@@ -218,7 +225,10 @@ class Runner:
         encoded = dumps(data)
         if self.dry_run:
             return record, encoded
-        push = self._push(record) if self.push_to is not None else None
+        push = self._push(record)
+        if record.on_complete is not None:  # the push could not be built: say so
+            data["on_complete"] = record.on_complete
+            encoded = dumps(data)
         stored = EncodedRecord(
             execution_id=record.execution_id,
             flow=record.flow,
@@ -243,19 +253,31 @@ class Runner:
         return status[push.id]
 
     def _push(self, record: ExecutionRecord) -> Any:
+        """The push of ``record`` (None without one). A push whose URL or headers cannot
+        be rendered is not lost silently: the record says it is dead, and why."""
         from flowrunner.state import NewPush
 
         target = self.push_to
-        assert target is not None
-        payload = oncomplete.encode(oncomplete.build_payload(record))
+        if target is None:
+            return None
+        webhook_id = oncomplete.webhook_id(record.execution_id)
         variables = self._variables(record)
+        try:
+            url = format_text(target.url.render(variables))
+            headers = _plain_headers(target, variables)
+        except TemplateError as exc:
+            record.on_complete = {
+                "webhook": target.webhook.name, "webhook_id": webhook_id, "status": "dead",
+                "attempts": 0, "last_error": f"the push could not be built: {exc}",
+            }  # fmt: skip
+            return None
         return NewPush(
-            id=oncomplete.webhook_id(record.execution_id),
+            id=webhook_id,
             execution_id=record.execution_id,
             webhook=target.webhook.name,
-            url=format_text(target.url.render(variables)),
-            headers=_plain_headers(target, variables),
-            payload=payload,
+            url=url,
+            headers=headers,
+            payload=oncomplete.encode(oncomplete.build_payload(record)),
             created_at=time.time(),
         )
 

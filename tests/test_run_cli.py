@@ -246,3 +246,60 @@ def test_no_project(tmp_path: Path) -> None:
     result = invoke(tmp_path, "run", "f")
     assert result.exit_code == 2
     assert result.stderr == f"flowrunner: {tmp_path}: no flowrunner.yaml in this folder\n"
+
+
+async def test_no_on_complete_needs_no_push_secret(receiver: Receiver, tmp_path: Path) -> None:
+    root = project(tmp_path, receiver)
+    result = await run(
+        root, "--call", "cli=+1555", "--no-on-complete", "--json",
+        env={"SHOP_TOKEN": "real-token-value"},
+    )  # fmt: skip
+    assert (result.exit_code, result.stderr) == (0, ""), result.stdout
+    assert json.loads(result.stdout)["on_complete"] is None
+
+
+async def test_a_push_that_cannot_be_built_is_recorded_dead(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    root = project(tmp_path, receiver)
+    text = (root / "flowrunner.yaml").read_text()
+    (root / "flowrunner.yaml").write_text(text.replace("/sink", "/sink/$flow.key.nope"))
+    result = await run(root, "--call", "cli=+1555", "--json")
+    record = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert record["status"] == "COMPLETED"
+    push = record["on_complete"]
+    assert (push["status"], push["attempts"]) == ("dead", 0)
+    assert "undefined variable $flow.key.nope" in push["last_error"]
+    assert receiver.hits("/sink/x") == [] and len(receiver.requests) == 1  # only the lookup
+    shown = await invoke_async(root, "runs", "show", record["execution_id"])
+    assert shown.exit_code == 0  # the execution is in the history all the same
+
+
+async def test_history_is_pruned_to_keep_runs(receiver: Receiver, tmp_path: Path) -> None:
+    root = project(tmp_path, receiver)
+    with (root / "flowrunner.yaml").open("a") as project_file:
+        project_file.write("history: {keep_runs: 2}\n")
+    ids = []
+    for _ in range(3):
+        result = await run(root, "--call", "cli=+1555", "--json")
+        assert result.exit_code == 0
+        ids.append(json.loads(result.stdout)["execution_id"])
+    listed = await invoke_async(root, "runs", "list", "--json", "--limit", "0")
+    assert [r["execution_id"] for r in json.loads(listed.stdout)] == [ids[2], ids[1]]
+
+
+def test_events_do_not_mix_with_single_run_options(tmp_path: Path) -> None:
+    flow = "flow: f\nsteps:\n  - id: a\n    operation: assign\n    set: {x: 1}\n"
+    root = write_project(tmp_path, {}, {"f": flow})
+    events = str(tmp_path / "e.jsonl")
+    (tmp_path / "e.jsonl").write_text("{}\n")
+    for extra in (["--call", "cli=1"], ["--json"], ["--key", "x=1"]):
+        result = invoke(root, "run", "f", "--events", events, *extra)
+        assert result.exit_code == 2
+        assert "--events takes each execution's values from its line" in result.stderr
+    result = invoke(root, "run", "f", "--output", str(tmp_path / "o.jsonl"))
+    assert (result.exit_code, result.stderr.strip()) == (
+        2,
+        "flowrunner: --output applies to --events only",
+    )
