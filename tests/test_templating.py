@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -104,6 +106,11 @@ def test_references_and_plain_text_never_touch_jinja(monkeypatch: pytest.MonkeyP
     def no_jinja() -> None:
         raise AssertionError("Jinja used")
 
+    # every module of the package that can reach Jinja's environment
+    for module in ("compiling", "environment", "static", "syntax"):
+        target = importlib.import_module(f"flowrunner.templating.{module}")
+        if hasattr(target, "_environment"):
+            monkeypatch.setattr(target, "_environment", no_jinja)
     monkeypatch.setattr(templating, "_environment", no_jinja)
     assert render("$call.dnis") == "0800"
     assert render("{{ $call.dnis }}") == "0800"

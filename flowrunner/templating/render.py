@@ -1,0 +1,130 @@
+"""Rendered results: the text form of a value, the checks that a result is data and
+within the output limit, and the translation of render exceptions into TemplateError."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+from jinja2 import Undefined
+from jinja2.exceptions import SecurityError, TemplateRuntimeError
+from markupsafe import Markup
+
+from flowrunner import limits
+from flowrunner.errors import TemplateError, UndefinedReference, Where
+from flowrunner.limits import MAX_VALUE, LimitExceeded
+from flowrunner.references import Missing
+
+MAX_OUTPUT = MAX_VALUE
+
+
+def format_text(value: Any) -> str:
+    """The text form of a value: strings as they are, numbers as JSON, booleans
+    ``true``/``false``, None as the empty string, dicts and lists as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | dict | list | tuple):
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        except (TypeError, ValueError):  # keys JSON cannot hold, or a cycle
+            return str(value)
+    return str(value)
+
+
+class _NotData(Exception):
+    """A template produced something that is not JSON-like data."""
+
+
+def _as_data(value: Any) -> Any:
+    """A typed result as plain data: containers copied with tuples as lists, Markup as
+    str; an undefined value raises its reason, anything else raises _NotData."""
+    if isinstance(value, dict | list | tuple):
+        limits.require_measure(value, "the result")
+    if isinstance(value, str | int | float | type(None)):
+        return str.__str__(value) if isinstance(value, Markup) else value
+    if isinstance(value, dict):
+        return {key: _as_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_data(item) for item in value]
+    _not_data(value)
+
+
+def _finalize(value: Any) -> str:
+    # containers go to JSON, where an undefined member still raises (through str())
+    if isinstance(value, dict | list | tuple):
+        limits.require_measure(value, "a rendered value")
+    if isinstance(value, str | int | float | type(None) | dict | list | tuple):
+        return format_text(value)
+    _not_data(value)
+
+
+def _not_data(value: Any) -> NoReturn:
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises its reason (undefined, or unsafe)
+    raise _NotData(f"the template gives a {type(value).__name__} object, not data")
+
+
+def _output_too_large() -> LimitExceeded:
+    return LimitExceeded("rendered text is over 64 KiB")
+
+
+def _limit_output(text: str) -> str:
+    # a character is at least one UTF-8 byte: short texts need no encoding
+    if len(text) > MAX_OUTPUT // 4:
+        if len(text) > MAX_OUTPUT or len(text.encode("utf-8", "surrogatepass")) > MAX_OUTPUT:
+            raise _output_too_large()
+    return text
+
+
+def _collect(chunks: Iterator[str]) -> str:
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT:  # stop early: a loop may be producing without end
+            raise _output_too_large()
+        parts.append(chunk)
+    return _limit_output("".join(parts))
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_PLAIN_REASONS: dict[type[BaseException], str] = {
+    RecursionError: "recursion too deep",
+    MemoryError: "out of memory",
+    OverflowError: "number out of range",
+    ZeroDivisionError: "division by zero",
+}
+
+
+def _render_error(exc: Exception, where: Where) -> TemplateError:
+    """The TemplateError for an exception raised while rendering; messages stay short
+    and never quote values (only Jinja's and Python's descriptions of types)."""
+    if isinstance(exc, Missing):
+        return UndefinedReference(exc.reference, exc.suggestion, where)
+    if isinstance(exc, LimitExceeded):
+        return TemplateError(str(exc), where, exc.rule)
+    if isinstance(exc, SecurityError):
+        return TemplateError(f"unsafe template: {_short(exc.message)}", where, "template-unsafe")
+    return TemplateError(f"could not render template: {_reason(exc)}", where, "template-render")
+
+
+def _reason(exc: Exception) -> str:
+    for kind, reason in _PLAIN_REASONS.items():
+        if isinstance(exc, kind):
+            return reason
+    if isinstance(exc, TemplateRuntimeError):
+        return _short(exc.message)
+    if isinstance(exc, TypeError | _NotData):
+        return _short(str(exc))
+    return type(exc).__name__  # e.g. ValueError: its message may quote a value
+
+
+def _short(message: str | None) -> str:
+    text = _ADDRESS.sub("", " ".join((message or "").split()))
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,136 @@
+"""Static checks on a parsed template, at load time and with a position: what the
+sandbox would refuse, bare names, unknown filters and tests; and the rewrites that
+soften references under ``default``/``defined`` and meter ``{% for %}`` loops."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jinja2 import nodes
+from jinja2.environment import Environment
+from jinja2.exceptions import TemplateSyntaxError
+
+from flowrunner.references import HELPER, JinjaSource, ScanError
+from flowrunner.templating.environment import _environment
+from flowrunner.templating.sandbox import _LOOP_ITEMS, _SOFT_HELPER
+
+NodeIndex = dict[type[nodes.Node], list[Any]]
+
+
+def _index(tree: nodes.Template) -> NodeIndex:
+    """Every node of ``tree`` by its type, from one walk (each ``find_all`` walks anew)."""
+    index: NodeIndex = {}
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        index.setdefault(type(node), []).append(node)
+        stack.extend(node.iter_child_nodes())
+    return index
+
+
+def _of(index: NodeIndex, *kinds: type[nodes.Node]) -> list[Any]:
+    return [node for kind in kinds for node in index.get(kind, ())]
+
+
+def _check_tree(index: NodeIndex, text: str, source: JinjaSource) -> None:
+    """Refuse what the sandbox would refuse anyway, at compile time and with a position."""
+    for getattr_node in _of(index, nodes.Getattr):
+        if getattr_node.attr.startswith("__"):
+            _refuse_attribute(getattr_node.attr, text, source)
+    for getitem in _of(index, nodes.Getitem):
+        key = getitem.arg
+        if isinstance(key, nodes.Const) and isinstance(key.value, str):
+            if key.value.startswith("__"):
+                _refuse_attribute(key.value, text, source)
+    for filter_node in _of(index, nodes.Filter):
+        if filter_node.name == "attr":
+            offset = _find(source, text, r"\|\s*attr\b")
+            raise ScanError(
+                "unsafe template: the attr filter is not allowed", offset, "template-unsafe"
+            )
+    for node in _of(index, nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport):
+        tag = type(node).__name__.lower().replace("fromimport", "from")
+        offset = _find(source, text, rf"\b{tag}\b")
+        raise ScanError(
+            f"template syntax error: {{% {tag} %}} is not supported", offset, "template-syntax"
+        )
+    _check_names(index, text, source)
+
+
+def _soften(index: NodeIndex) -> None:
+    """Let ``$x | default(...)`` and ``$x is defined`` see an unset value as Jinja's
+    undefined instead of failing: only there may a reference be unset."""
+    for node in _of(index, nodes.Filter, nodes.Test):
+        names = ("default", "d") if isinstance(node, nodes.Filter) else ("defined", "undefined")
+        call = node.node
+        if node.name in names and isinstance(call, nodes.Call):
+            if isinstance(call.node, nodes.Name) and call.node.name == HELPER:
+                call.node = nodes.Name(_SOFT_HELPER, "load", lineno=call.node.lineno)
+
+
+def _meter_loops(index: NodeIndex) -> None:
+    """Make every ``{% for %}`` iterate through :func:`limits.metered_items`, so that
+    nested loops spend the render's budget however their items are made."""
+    for loop in _of(index, nodes.For):
+        line = loop.lineno
+        name = nodes.Name(_LOOP_ITEMS, "load", lineno=line)
+        loop.iter = nodes.Call(name, [loop.iter], [], None, None, lineno=line)
+
+
+def _refuse_attribute(name: str, text: str, source: JinjaSource) -> None:
+    offset = _find(source, text, re.escape(name))
+    message = f"unsafe template: access to attribute '{name}' is not allowed"
+    raise ScanError(message, offset, "template-unsafe")
+
+
+def _check_names(index: NodeIndex, text: str, source: JinjaSource) -> None:
+    # a bare name is almost always a reference written without its `$`
+    unknown = _undeclared(index) - set(_environment().globals)
+    if not unknown:
+        return
+    where = {name: _find(source, text, rf"(?<![\w.$]){re.escape(name)}\b") for name in unknown}
+    name = min(unknown, key=lambda n: (where[n], n))
+    message = (
+        f"unknown name '{name}' in template; references start with $: "
+        "$call.<name>, $flow.key.<name>, $user.key.<name>, $sys.<name>"
+    )
+    raise ScanError(message, where[name], "unknown-scope")
+
+
+def _check_callables(index: NodeIndex, env: Environment) -> None:
+    """Unknown filters and tests, which Jinja itself finds only when generating code."""
+    for node in _of(index, nodes.Filter, nodes.Test):
+        known, kind = (
+            (env.filters, "filter") if isinstance(node, nodes.Filter) else (env.tests, "test")
+        )
+        if node.name not in known:
+            raise TemplateSyntaxError(f"No {kind} named {node.name!r}.", node.lineno)
+
+
+_IMPLICIT_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self"})
+
+
+def _undeclared(index: NodeIndex) -> set[str]:
+    """Names read but never set in the template (cheaper than ``jinja2.meta``, which
+    generates the template's code; scoping is ignored: a name set anywhere counts)."""
+    loaded: set[str] = set()
+    stored: set[str] = set()
+    for name in _of(index, nodes.Name):
+        (loaded if name.ctx == "load" else stored).add(name.name)
+    for macro in _of(index, nodes.Macro):
+        stored.add(macro.name)
+        stored.update(arg.name for arg in macro.args)
+    for block in _of(index, nodes.CallBlock):
+        stored.update(arg.name for arg in block.args)
+    return loaded - stored - _IMPLICIT_NAMES
+
+
+def _find(source: JinjaSource, text: str, pattern: str) -> int:
+    """The offset of the first match of ``pattern`` inside a construct (best effort)."""
+    regex = re.compile(pattern)
+    for construct, _ in source.constructs:
+        match = regex.search(text, construct.start, construct.end)
+        if match:
+            return match.start()
+    return source.constructs[0][0].start if source.constructs else 0

@@ -1,0 +1,173 @@
+"""The compiled values: immutable shapes, reusable across executions, each rendering
+itself for one execution's variables as cheaply as its shape allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from jinja2 import nodes
+from jinja2.environment import Template, TemplateExpression
+
+from flowrunner import limits
+from flowrunner.errors import UndefinedReference, Where
+from flowrunner.references import Missing, Reference, Variables, resolve
+from flowrunner.templating.environment import _expression, _python
+from flowrunner.templating.render import (
+    MAX_OUTPUT,
+    _as_data,
+    _collect,
+    _limit_output,
+    _output_too_large,
+    _render_error,
+    format_text,
+)
+from flowrunner.templating.sandbox import _VARIABLES
+
+
+class Compiled(Protocol):
+    """A compiled value: immutable, reusable across executions."""
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        """Every reference in it, in source order."""
+
+    @property
+    def is_constant(self) -> bool:
+        """True when rendering it reads no variable."""
+
+    def render(self, variables: Variables) -> Any:
+        """The value for these variables; raises TemplateError / UndefinedReference."""
+
+
+class _Rendered:
+    __slots__ = ()
+    is_constant: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Constant:
+    value: Any
+    references: ClassVar[tuple[Reference, ...]] = ()
+    is_constant: ClassVar[bool] = True
+
+    def render(self, variables: Variables) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue(_Rendered):
+    reference: Reference
+    where: Where
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        return (self.reference,)
+
+    def render(self, variables: Variables) -> Any:
+        # the value itself, not a copy: values are data and nobody mutates them in place
+        try:
+            return resolve(variables, self.reference.scope, self.reference.path)
+        except Missing as exc:
+            raise UndefinedReference(exc.reference, exc.suggestion, self.where) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Text(_Rendered):
+    parts: tuple[str | Reference, ...]
+    where: Where
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        return tuple(part for part in self.parts if isinstance(part, Reference))
+
+    def render(self, variables: Variables) -> str:
+        try:
+            texts, size = [], 0
+            for part in self.parts:
+                text = part if isinstance(part, str) else _reference_text(variables, part)
+                size += len(text)
+                if size > MAX_OUTPUT:  # before joining: a value may be repeated many times
+                    raise _output_too_large()
+                texts.append(text)
+            return _limit_output("".join(texts))
+        except Exception as exc:
+            raise _render_error(exc, self.where) from exc
+
+
+def _reference_text(variables: Variables, reference: Reference) -> str:
+    value = resolve(variables, reference.scope, reference.path)
+    if not isinstance(value, str) and limits.measure(value, MAX_OUTPUT) > MAX_OUTPUT:
+        raise _output_too_large()  # before json.dumps builds it
+    return format_text(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Expression(_Rendered):
+    references: tuple[Reference, ...]
+    where: Where
+    tree: nodes.Template  # checked; turned into Python on the first render
+    _code: list[TemplateExpression] = field(default_factory=list, compare=False, repr=False)
+
+    def render(self, variables: Variables) -> Any:
+        token = limits.start()
+        try:
+            if not self._code:
+                self._code.append(_expression(self.tree))
+            value = _as_data(self._code[0]({_VARIABLES: variables}))
+            return _limit_output(value) if isinstance(value, str) else value
+        except Exception as exc:  # a template may fail in any way Python can
+            raise _render_error(exc, self.where) from exc
+        finally:
+            limits.stop(token)
+
+
+@dataclass(frozen=True, slots=True)
+class JinjaText(_Rendered):
+    references: tuple[Reference, ...]
+    where: Where
+    tree: nodes.Template  # checked; turned into Python on the first render
+    _code: list[Template] = field(default_factory=list, compare=False, repr=False)
+
+    def render(self, variables: Variables) -> str:
+        token = limits.start()
+        try:
+            if not self._code:
+                self._code.append(_python(self.tree))
+            return _collect(self._code[0].generate({_VARIABLES: variables}))
+        except Exception as exc:  # a template may fail in any way Python can
+            raise _render_error(exc, self.where) from exc
+        finally:
+            limits.stop(token)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingValue:
+    items: tuple[tuple[Any, Compiled], ...]
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        return tuple(ref for _, value in self.items for ref in value.references)
+
+    @property
+    def is_constant(self) -> bool:
+        return all(value.is_constant for _, value in self.items)
+
+    def render(self, variables: Variables) -> dict[Any, Any]:
+        return {key: value.render(variables) for key, value in self.items}
+
+
+@dataclass(frozen=True, slots=True)
+class ListValue:
+    items: tuple[Compiled, ...]
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        return tuple(ref for value in self.items for ref in value.references)
+
+    @property
+    def is_constant(self) -> bool:
+        return all(value.is_constant for value in self.items)
+
+    def render(self, variables: Variables) -> list[Any]:
+        return [value.render(variables) for value in self.items]
