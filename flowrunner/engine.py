@@ -60,6 +60,34 @@ class MemoryUserKeys:
         self.values[name] = value
 
 
+_STEP_START = object()  # the value of "datetime" until a template reads it
+
+
+class SysValues(dict[str, Any]):
+    """The ``$sys`` values of one execution. ``datetime`` (when the current step started)
+    is formatted only when a template reads it: most flows never do."""
+
+    __slots__ = ("step_started",)
+
+    def __init__(self, execution_id: str, flow: str) -> None:
+        super().__init__(execution_id=execution_id, flow=flow, datetime=_STEP_START)
+        self.step_started = 0.0
+
+    def start_step(self) -> None:
+        dict.__setitem__(self, "datetime", _STEP_START)
+        self.step_started = time.time()
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if value is _STEP_START:
+            value = iso(datetime.fromtimestamp(self.step_started, UTC))
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+
 @dataclass(slots=True, kw_only=True)
 class Inputs:
     """What one execution starts from: the call, initial flow keys, user-key overrides."""
@@ -121,7 +149,7 @@ class Engine:
         users.update(inputs.user_keys)
         flow_keys = dict(self.plan.flow.keys)
         flow_keys.update(inputs.keys)
-        sys_vars = {"execution_id": execution_id, "flow": self.plan.flow.name, "datetime": ""}
+        sys_vars = SysValues(execution_id, self.plan.flow.name)
         variables = Variables(call=inputs.call, flow=flow_keys, user=users, sys=sys_vars)
         return Context(
             execution_id=execution_id, plan=self.plan, variables=variables, services=self.services
@@ -151,6 +179,8 @@ class Engine:
 
     async def _loop(self, ctx: Context, traces: list[StepTrace]) -> StepFailure | None:
         steps = self.plan.steps
+        sys_values = ctx.variables.sys
+        assert isinstance(sys_values, SysValues)  # made by _context
         index = 0 if steps else END
         count = 0
         while index != END:
@@ -162,7 +192,7 @@ class Engine:
                     reason="STEP_LIMIT",
                     message=f"more than {STEP_LIMIT} steps ran (a loop without an exit?)",
                 )
-            ctx.variables.sys["datetime"] = iso(datetime.now(UTC))  # type: ignore[index]
+            sys_values.start_step()
             result = await self._step(step, ctx)
             traces.append(result.trace)
             if result.trace.outcome == "skipped":
@@ -177,21 +207,24 @@ class Engine:
 
     async def _step(self, step: CompiledStep, ctx: Context) -> StepResult:
         began = time.perf_counter()
-        kind = "webhook" if isinstance(step.step, m.WebhookStep) else "operation"
         try:
             if _skipped(step, ctx):
-                return StepResult(trace=_trace(step.step.id, kind, "skipped", began))
+                return StepResult(trace=_trace(step.step.id, _kind(step), "skipped", began))
             return await self.handlers[type(step.step)](step, ctx)
         except TemplateError as exc:
             where = f"in '{exc.where.field}': " if exc.where.field else ""
-            return _failed(step.step.id, kind, began, "TEMPLATE_ERROR", where + exc.bare_message)
+            return _failed(step, began, "TEMPLATE_ERROR", where + exc.bare_message)
         except SecretError as exc:
-            return _failed(step.step.id, kind, began, "SECRET_MISSING", str(exc))
+            return _failed(step, began, "SECRET_MISSING", str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one bad value must not crash a whole batch
             message = f"the step could not run ({type(exc).__name__})"
-            return _failed(step.step.id, kind, began, "STEP_ERROR", message)
+            return _failed(step, began, "STEP_ERROR", message)
+
+
+def _kind(step: CompiledStep) -> Any:
+    return "webhook" if isinstance(step.step, m.WebhookStep) else "operation"
 
 
 def _skipped(step: CompiledStep, ctx: Context) -> bool:
@@ -206,12 +239,14 @@ def _trace(step_id: str, kind: Any, outcome: Any, began: float, **extra: Any) ->
     return StepTrace(id=step_id, kind=kind, outcome=outcome, duration_ms=duration, **extra)
 
 
-def _failed(step_id: str, kind: Any, began: float, reason: str, message: str) -> StepResult:
+def _failed(step: CompiledStep, began: float, reason: str, message: str) -> StepResult:
     # A template or secret problem is a defect of the flow, not a failed call:
     # it ends the execution even when the step has an on_failure.
+    step_id = step.step.id
     failure = StepFailure(step=step_id, reason=reason, message=message)
+    error = f"{reason}: {message}"
     return StepResult(
-        trace=_trace(step_id, kind, "failed", began, error=f"{reason}: {message}"),
+        trace=_trace(step_id, _kind(step), "failed", began, error=error),
         failure=failure,
         fatal=True,
     )

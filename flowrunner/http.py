@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
@@ -29,7 +29,7 @@ from yarl import URL
 
 from flowrunner.egress import EgressPolicy
 from flowrunner.model import HttpPolicy
-from flowrunner.wire import USER_AGENT
+from flowrunner.wire import USER_AGENT, HttpRequest
 
 MAX_BODY = 1 << 20
 
@@ -39,14 +39,7 @@ _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _NO_CONTENT_TYPE = ("Content-Type",)
 _CACHE_SIZE = 1024  # distinct (scheme, host) decisions kept before starting over
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpRequest:
-    method: str
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    timeout: float = 10.0
+__all__ = ["HttpClient", "HttpRequest", "HttpResponse", "MAX_BODY"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

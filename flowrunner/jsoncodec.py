@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from json import encoder as json_encoder
 from typing import Any
 
 
@@ -22,6 +23,9 @@ def optional_module(name: str) -> Any:
 
 
 orjson = optional_module("orjson")
+
+# the C encoder behind json.dumps (None without the C accelerator, as on PyPy)
+c_make_encoder: Any = getattr(json_encoder, "c_make_encoder", None)
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -44,6 +48,21 @@ def loads(raw: bytes) -> Any:
     return value
 
 
+def compact(data: Any) -> str:
+    """``json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)``.
+
+    Calls the C encoder directly when there is one: ``json.dumps`` with these arguments
+    builds a new ``JSONEncoder`` on every call, which costs as much as a small document.
+    """
+    if c_make_encoder is None:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    # a new markers dict each time: it guards against cycles and must not be shared
+    encode = c_make_encoder(
+        {}, str, json_encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return "".join(encode(data, 0))
+
+
 def dumps(data: Any) -> bytes:
     """Compact JSON as UTF-8 bytes; values JSON cannot hold are written as strings."""
     if orjson is not None:
@@ -52,7 +71,7 @@ def dumps(data: Any) -> bytes:
             return encoded
         except TypeError:  # an integer over 64 bits, a non-string key: json copes
             pass
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = compact(data)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escaped, so the bytes stay UTF-8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,6 +14,18 @@ from flowrunner import model as m
 from flowrunner.secrets import Secrets
 
 USER_AGENT = f"flowrunner/{__version__}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpRequest:
+    """A request to send (:class:`flowrunner.http.HttpClient` sends it). Defined here,
+    away from aiohttp, so that building one does not import the HTTP layer."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    timeout: float = 10.0
 
 
 def auth_headers(webhook: m.Webhook, secrets: Secrets) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flowrunner import model as m
@@ -12,8 +13,10 @@ from flowrunner import signing, wire
 from flowrunner.compiler import CompiledStep, CompiledWebhook
 from flowrunner.engine import Context, StepResult
 from flowrunner.errors import StepFailure, TemplateError, Where
+from flowrunner.jsoncodec import compact
 from flowrunner.result import StepTrace
 from flowrunner.templating import format_text
+from flowrunner.wire import HttpRequest
 
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -28,14 +31,19 @@ FAILURES = {
 }
 
 
-def _groups(step: m.WebhookStep, ctx: Context) -> list[tuple[str, dict[str, Any]]]:
+def _groups(step: m.WebhookStep, ctx: Context) -> list[tuple[str, Mapping[str, Any]]]:
+    """The live variable groups the request carries: no copies, as the body is encoded
+    before anything can change them."""
     v = ctx.variables
-    sources: dict[str, Any] = {"call": v.call, "flow.key": v.flow, "user.key": v.user}
-    return [(g, dict(sources[g])) for g in step.parameters]
+    sources: dict[str, Mapping[str, Any]] = {"call": v.call, "flow.key": v.flow, "user.key": v.user}
+    return [(g, sources[g]) for g in step.parameters]
 
 
 def _body(
-    hook: m.Webhook, method: str, groups: list[tuple[str, dict[str, Any]]], params: dict[str, Any]
+    hook: m.Webhook,
+    method: str,
+    groups: list[tuple[str, Mapping[str, Any]]],
+    params: dict[str, Any],
 ) -> tuple[str, bytes | None, str | None]:
     """``(query, body, content type)`` for the webhook's body kind."""
     if hook.body == "json":
@@ -45,8 +53,7 @@ def _body(
             doc[outer] = {inner: values} if inner else values
         if params:
             doc["params"] = params
-        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
-        return "", body.encode(), JSON_TYPE
+        return "", compact(doc).encode(), JSON_TYPE
     encoded = wire.encode_form(wire.form_pairs(method, groups, params))
     if hook.body == "form":
         return "", encoded.encode(), FORM_TYPE
@@ -69,34 +76,43 @@ def _headers(cw: CompiledWebhook, ctx: Context, step_id: str) -> dict[str, str]:
 
 def build_request(step: CompiledStep, ctx: Context) -> dict[str, Any]:
     """The request as data: method, url, headers, body (bytes or None), timeout."""
+    request = prepare(step, ctx)
+    return {
+        "method": request.method,
+        "url": request.url,
+        "headers": request.headers,
+        "body": request.body,
+        "timeout": request.timeout,
+    }
+
+
+def prepare(step: CompiledStep, ctx: Context) -> HttpRequest:
+    """The request to send (SPEC §5)."""
     cw = step.webhook
-    assert cw is not None and isinstance(step.step, m.WebhookStep)  # the compiler ensured it
+    webhook_step = step.step
+    assert cw is not None and isinstance(webhook_step, m.WebhookStep)  # the compiler ensured it
     hook = cw.webhook
-    params = {name: c.render(ctx.variables) for name, c in step.params.items()}
+    variables = ctx.variables
+    params = {name: c.render(variables) for name, c in step.params.items()}
     try:
-        query, body, ctype = _body(hook, step.step.method, _groups(step.step, ctx), params)
+        query, body, ctype = _body(hook, webhook_step.method, _groups(webhook_step, ctx), params)
     except UnicodeEncodeError:
         message = "a value to send is not valid Unicode (it holds a lone surrogate)"
-        raise TemplateError(message, Where(step=step.step.id), "template-render") from None
-    url = format_text(cw.url.render(ctx.variables))
+        raise TemplateError(message, Where(step=webhook_step.id), "template-render") from None
+    url = format_text(cw.url.render(variables))
     if query:
         url = _with_query(url, query)
-    headers = _headers(cw, ctx, step.step.id)
+    headers = _headers(cw, ctx, webhook_step.id)
     if ctype:
         headers["Content-Type"] = ctype
-    headers["Idempotency-Key"] = f"{ctx.execution_id}:{step.step.id}"
+    headers["Idempotency-Key"] = msg_id = f"{ctx.execution_id}:{webhook_step.id}"
     headers["User-Agent"] = wire.USER_AGENT
     if hook.signing_secret is not None:
         secret = ctx.services.secrets.resolve(hook.signing_secret)
-        msg_id = headers["Idempotency-Key"]
         headers.update(signing.headers(secret, msg_id, int(time.time()), body or b""))
-    return {
-        "method": hook.method,
-        "url": url,
-        "headers": headers,
-        "body": body,
-        "timeout": hook.timeout,
-    }
+    return HttpRequest(
+        method=hook.method, url=url, headers=headers, body=body, timeout=hook.timeout
+    )
 
 
 def _with_query(url: str, query: str) -> str:
@@ -106,7 +122,7 @@ def _with_query(url: str, query: str) -> str:
     return base + ("&" if "?" in base else "?") + query + hash_ + fragment
 
 
-def _masked(headers: dict[str, str]) -> dict[str, str]:
+def _masked(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers as a dry run shows them: credentials and signatures masked."""
     shown = dict(headers)
     if "Authorization" in shown:
@@ -190,16 +206,14 @@ def apply_answer(
 async def run_webhook(step: CompiledStep, ctx: Context) -> StepResult:
     """Call the webhook; a non-2xx answer or no answer is a failed step."""
     began = time.perf_counter()
-    request = build_request(step, ctx)
-    shown = {"method": request["method"], "url": request["url"]}
+    request = prepare(step, ctx)
+    shown: dict[str, Any] = {"method": request.method, "url": request.url}
     if ctx.services.dry_run:
         apply_answer(step, ctx, None, None, None, 0.0)
-        shown["headers"] = _masked(request["headers"])
-        shown["body"] = _decode(request["body"])
+        shown["headers"] = _masked(request.headers)
+        shown["body"] = _decode(request.body)
         return StepResult(trace=_trace(step, began, "ok", shown, None))
-    from flowrunner.http import HttpRequest
-
-    answer = await ctx.services.client.send(HttpRequest(**request))
+    answer = await ctx.services.client.send(request)
     reason = apply_answer(step, ctx, answer.status, answer.body, answer.failure, answer.duration)
     response = {"status": answer.status}
     if reason is None:
