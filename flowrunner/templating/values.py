@@ -103,19 +103,26 @@ def _reference_text(variables: Variables, reference: Reference) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Expression(_Rendered):
+class _Jinja(_Rendered):
+    """A checked Jinja tree, turned into Python on its first render, then reused."""
+
     references: tuple[Reference, ...]
     where: Where
-    tree: nodes.Template  # checked; turned into Python on the first render
-    _code: list[TemplateExpression] = field(default_factory=list, compare=False, repr=False)
+    tree: nodes.Template
+    _code: list[Any] = field(default_factory=list, compare=False, repr=False)
+
+    def _build(self) -> Any:
+        raise NotImplementedError
+
+    def _produce(self, code: Any, variables: Variables) -> Any:
+        raise NotImplementedError
 
     def render(self, variables: Variables) -> Any:
         token = limits.start()
         try:
             if not self._code:
-                self._code.append(_expression(self.tree))
-            value = _as_data(self._code[0]({_VARIABLES: variables}))
-            return _limit_output(value) if isinstance(value, str) else value
+                self._code.append(self._build())
+            return self._produce(self._code[0], variables)
         except Exception as exc:  # a template may fail in any way Python can
             raise _render_error(exc, self.where) from exc
         finally:
@@ -123,22 +130,26 @@ class Expression(_Rendered):
 
 
 @dataclass(frozen=True, slots=True)
-class JinjaText(_Rendered):
-    references: tuple[Reference, ...]
-    where: Where
-    tree: nodes.Template  # checked; turned into Python on the first render
-    _code: list[Template] = field(default_factory=list, compare=False, repr=False)
+class Expression(_Jinja):
+    """``{{ expr }}`` alone: the expression's value, with its type."""
 
-    def render(self, variables: Variables) -> str:
-        token = limits.start()
-        try:
-            if not self._code:
-                self._code.append(_python(self.tree))
-            return _collect(self._code[0].generate({_VARIABLES: variables}))
-        except Exception as exc:  # a template may fail in any way Python can
-            raise _render_error(exc, self.where) from exc
-        finally:
-            limits.stop(token)
+    def _build(self) -> TemplateExpression:
+        return _expression(self.tree)
+
+    def _produce(self, code: TemplateExpression, variables: Variables) -> Any:
+        value = _as_data(code({_VARIABLES: variables}))
+        return _limit_output(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True, slots=True)
+class JinjaText(_Jinja):
+    """Any other template: rendered text."""
+
+    def _build(self) -> Template:
+        return _python(self.tree)
+
+    def _produce(self, code: Template, variables: Variables) -> str:
+        return _collect(code.generate({_VARIABLES: variables}))
 
 
 @dataclass(frozen=True, slots=True)
