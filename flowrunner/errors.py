@@ -26,11 +26,17 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """A 1-based position in a source file; ``style`` is the YAML scalar style, if any."""
+    """A 1-based position in a source file; ``style`` is the YAML scalar style, if any.
+
+    ``lines`` is set for a string value written over several source lines: for each of
+    them, ``(offset in the value, line, column)`` of its first character, so that a
+    position inside the value can be mapped back to the file.
+    """
 
     line: int
     column: int
     style: str | None = None
+    lines: tuple[tuple[int, int, int], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

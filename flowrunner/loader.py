@@ -163,6 +163,37 @@ def _mark(event: events.Event, style: str | None = None) -> Mark:
     return Mark(start.line + 1, start.column + 1, style)
 
 
+def _with_lines(mark: Mark, value: str, text_lines: list[str], end_line: int) -> Mark:
+    """``mark`` with a map from offsets in ``value`` to file positions, for a scalar
+    spanning lines ``mark.line`` to ``end_line + 1`` (0-based ``end_line``).
+
+    Each source line's content (indentation, quotes and block indicators dropped) is
+    found in the value in order; escapes and folding may hide a line, which then maps
+    to the line before it.
+    """
+    entries: list[tuple[int, int, int]] = []
+    cursor = 0
+    last = min(end_line, len(text_lines) - 1)
+    for index in range(mark.line - 1, last + 1):
+        raw = text_lines[index]
+        start = mark.column - 1 if index == mark.line - 1 else 0
+        content = raw[start:].lstrip(" \t")
+        skipped = len(raw) - len(content)
+        if index == mark.line - 1 and mark.style in ("'", '"') and content[:1] == mark.style:
+            content, skipped = content[1:], skipped + 1
+        probe = content[:24].rstrip("'\"")
+        if not probe or (index == mark.line - 1 and mark.style in ("|", ">")):
+            continue
+        found = value.find(probe, cursor)
+        if found < 0:
+            continue
+        entries.append((found, index + 1, skipped + 1))
+        cursor = found + len(probe)
+    if len(entries) < 2 and not (entries and entries[0][1] != mark.line):
+        return mark
+    return Mark(mark.line, mark.column, mark.style, tuple(entries))
+
+
 def _short(tag: str) -> str:
     return "!!" + tag[len(_Y) :] if tag.startswith(_Y) else tag
 
@@ -182,8 +213,9 @@ def _key_type_message(text: str, value: Any) -> str:
 class _Builder:
     """Builds plain data and marks from parser events, without recursion."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str = "") -> None:
         self.file = file
+        self.text_lines = text.splitlines()
         self.data: Any = None
         self.marks: dict[Path, Mark] = {}
         self.key_marks: dict[Path, Mark] = {}
@@ -260,7 +292,11 @@ class _Builder:
             return
         value = self._value(event)
         style = (event.style or None) if type(value) is str else None
-        self._attach(value, _mark(event, style))
+        mark = _mark(event, style)
+        end: Any = event.end_mark
+        if type(value) is str and end.line > mark.line - 1 and self.text_lines:
+            mark = _with_lines(mark, value, self.text_lines, end.line)  # spans lines
+        self._attach(value, mark)
 
     def _attach(self, value: Any, mark: Mark) -> Path | None:
         """Place a value in the open collection; return its path (None when dropped)."""
@@ -401,7 +437,7 @@ def _index(text: str, line: int, column: int) -> int:
 
 def _parse(text: str, file: str) -> Document:
     try:
-        return _Builder(file).build(_new_parser(text))
+        return _Builder(file, text).build(_new_parser(text))
     except yaml.reader.ReaderError as exc:
         found = _NON_PRINTABLE.search(text)
         if found is None:

@@ -394,7 +394,6 @@ def test_the_same_flow_given_twice_is_not_a_duplicate(monkeypatch: pytest.Monkey
     assert (result.exit_code, result.stdout) == (0, "")
 
 
-@pytest.mark.xfail(strict=True, reason="columns in block scalars count from the indentation")
 def test_template_error_in_a_block_scalar_has_the_file_column(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -404,7 +403,6 @@ def test_template_error_in_a_block_scalar_has_the_file_column(
     assert result.stdout.startswith("invalid/template-syntax-block-scalar.yaml:10:20: ")
 
 
-@pytest.mark.xfail(strict=True, reason="positions in multi-line flow scalars stay on line one")
 def test_reference_in_a_multi_line_plain_scalar_is_on_its_own_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

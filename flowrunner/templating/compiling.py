@@ -49,10 +49,17 @@ MAX_SOURCE = 64 * 1024  # characters of one Jinja template: parsing is linear, b
 
 def offset_mark(mark: Mark, source: str, offset: int) -> Mark:
     """The position of character ``offset`` of a scalar whose value is ``source`` and
-    which starts at ``mark``. One-line plain and quoted scalars are exact (escapes
-    aside); for block scalars the content starts on the line after the indicator, and
-    the column counts from the content's indentation, which the mark does not say."""
+    which starts at ``mark``. A value written over several lines carries a line map in
+    ``mark.lines`` (from the loader) and is exact line by line; one-line plain and
+    quoted scalars are exact (escapes aside); without a map, a block scalar's content
+    starts on the line after the indicator and its column is a guess."""
     offset = max(0, min(offset, len(source)))
+    if mark.lines:
+        # a value written over several lines: the line holding the offset, then columns
+        start, line, column = max(
+            (entry for entry in mark.lines if entry[0] <= offset), default=mark.lines[0]
+        )
+        return Mark(line, column + max(0, offset - start), mark.style)
     before = source[:offset]
     newlines = before.count("\n")
     in_line = offset - (before.rfind("\n") + 1)
