@@ -26,6 +26,7 @@ OUTCOME_KEYS = (
     "response_error",
 )
 SYS_NAMES = ("datetime", "execution_id", "flow")
+ANY_KEY = "*"  # in a set of keys: every key may be set (not a valid key name)
 
 
 def _edges(step: CompiledStep, count: int) -> list[tuple[int, frozenset[str], bool]]:
@@ -42,7 +43,8 @@ def _edges(step: CompiledStep, count: int) -> list[tuple[int, frozenset[str], bo
         sets = frozenset(a.name for a in step.assignments if a.scope == "flow")
         out.append((nxt, sets, True))
         return out
-    mapped = frozenset(step.method.response) if step.method else frozenset()
+    # an unknown method (already an error) may map any key: assume it does
+    mapped = frozenset(step.method.response) if step.method else frozenset({ANY_KEY})
     out.append((nxt, frozenset(OUTCOME_KEYS) | mapped, True))
     fail = end if step.failure_index is None or step.failure_index < 0 else step.failure_index
     out.append((fail, frozenset(OUTCOME_KEYS), True))
@@ -85,11 +87,19 @@ def _setters(plan: Plan) -> dict[str, str]:
 
 
 def check_flow_keys(plan: Plan, problems: Problems) -> None:
-    """Report reads of never-set keys, unknown ``$sys`` names, unreachable steps."""
+    """Report reads of never-set keys, unknown ``$sys`` names, unreachable steps.
+
+    Where the flow already has an error that blinds the analysis, its echoes are not
+    reported: no unreachable-step after a jump to an unknown step, no undefined-key
+    after a webhook step whose method (and so its response mapping) is unknown.
+    """
     reaching = reaching_keys(plan)
     setters = _setters(plan)
+    broken_jumps = any(d.rule == "unknown-step" for d in problems.items)
     for step, keys in zip(plan.steps, reaching, strict=True):
         if keys is None:
+            if broken_jumps:
+                continue
             problems.add(
                 step.step.path + ("id",),
                 "unreachable-step",
@@ -128,8 +138,8 @@ def _check_ref(
     problems: Problems,
 ) -> None:
     name = ref.path[0]
-    if ref.scope == "flow.key" and name not in available:
-        hint = suggest(name, available)
+    if ref.scope == "flow.key" and name not in available and ANY_KEY not in available:
+        hint = suggest(name, available - {ANY_KEY})
         if setters.get(name) == step_id:
             extra = " (this step sets it only after reading it)"
         elif name in setters:

@@ -63,12 +63,21 @@ def load_doc(path: Path) -> tuple[Document | None, list[Diagnostic]]:
 def check_project_doc(doc: Document, root: Path) -> tuple[CompiledProject | None, list[Diagnostic]]:
     """Schema-check, build and compile a project document."""
     diags = list(doc.problems)
-    problems = schema.check(doc.data, "project", doc.file, doc.mark, doc.key_mark)
+    problems = _unless_reported(
+        schema.check(doc.data, "project", doc.file, doc.mark, doc.key_mark), diags
+    )
     diags += problems
     if any(d.severity == "error" for d in problems):
         return None, diags
     cproject, more = compile_project(build_project(doc, root))
     return cproject, diags + more
+
+
+def _unless_reported(found: list[Diagnostic], loader: list[Diagnostic]) -> list[Diagnostic]:
+    """Schema problems, less those at a position the loader already reported (a key
+    such as ``1:`` is one problem, not a key-type and an unknown-key one)."""
+    taken = {(d.line, d.column) for d in loader}
+    return [d for d in found if (d.line, d.column) not in taken]
 
 
 def load_project(root: Path) -> tuple[CompiledProject | None, list[Diagnostic]]:
@@ -85,7 +94,9 @@ def check_flow_doc(
 ) -> tuple[Plan | None, list[Diagnostic]]:
     """Schema-check a flow document, then (with a usable project) compile it."""
     diags = list(doc.problems)
-    problems = schema.check(doc.data, "flow", doc.file, doc.mark, doc.key_mark)
+    problems = _unless_reported(
+        schema.check(doc.data, "flow", doc.file, doc.mark, doc.key_mark), diags
+    )
     diags += problems
     if any(d.severity == "error" for d in problems) or cproject is None:
         return None, diags

@@ -221,22 +221,22 @@ def test_an_invalid_flow_prints_diagnostics_and_runs_nothing(tmp_path: Path) -> 
     flow = """\
     flow: broken
     steps:
-      - id: call
-        webhook: shpo
-        method: m
       - id: say
         operation: assign
         set: {x: $flow.key.ordr}
+      - id: call
+        webhook: shpo
+        method: m
     """
     write_project(tmp_path, {"shop": {"url": "http://127.0.0.1:9/x"}}, {"broken": flow})
     result = invoke(tmp_path, "run", "broken")
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert re.fullmatch(r".*flows/broken\.yaml:4:14: error: unknown webhook 'shpo' "
-                        r"\(did you mean 'shop'\?\) \[unknown-webhook\]", lines[0])  # fmt: skip
-    assert re.fullmatch(r".*flows/broken\.yaml:8:14: error: step 'say': undefined variable "
-                        r"\$flow\.key\.ordr.*\[undefined-key\]", lines[1])  # fmt: skip
+    assert re.fullmatch(r".*flows/broken\.yaml:5:14: error: step 'say': undefined variable "
+                        r"\$flow\.key\.ordr.*\[undefined-key\]", lines[0])  # fmt: skip
+    assert re.fullmatch(r".*flows/broken\.yaml:7:14: error: unknown webhook 'shpo' "
+                        r"\(did you mean 'shop'\?\) \[unknown-webhook\]", lines[1])  # fmt: skip
     assert lines[-1] == "2 error(s), 0 warning(s)"
     assert "Traceback" not in result.output
     assert not (tmp_path / "state.db").exists()
