@@ -195,3 +195,17 @@ async def test_wire_formats(
     [seen] = receiver.requests
     check_request(seen, tag.body)
     assert seen.headers["Idempotency-Key"].startswith(record.execution_id + ":")
+
+
+README = DOC.parent.parent / "README.md"
+
+
+def test_the_readme_flow_validates_against_the_example_project(tmp_path: Path) -> None:
+    """The README's flow, placed in a copy of the example project, validates cleanly."""
+    block = re.search(r"## What a flow looks like\n\n```yaml\n(.*?)\n```", README.read_text(), re.S)
+    assert block is not None
+    (tmp_path / "flowrunner.yaml").write_text((README.parent / "flowrunner.yaml").read_text())
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "readme.yaml").write_text(block.group(1) + "\n")
+    result = invoke(tmp_path, "validate")
+    assert (result.exit_code, result.output) == (0, "")
