@@ -100,7 +100,7 @@ class Verdict:
 
 
 def judge(response: HttpResponse, now: float) -> Verdict:
-    """Classify one attempt's answer (SPEC §6); ``now`` anchors a ``Retry-After``."""
+    """Classify one attempt's answer; ``now`` anchors a ``Retry-After``."""
     status = response.status
     if status is None:
         label = _FAILURES.get(response.failure or "", "no answer")

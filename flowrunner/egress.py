@@ -1,4 +1,4 @@
-"""Egress policy (SPEC §2): which destinations a webhook call may reach. Pure: no I/O.
+"""Egress policy: which destinations a webhook call may reach. Pure: no I/O.
 
 A URL may proceed to name resolution when its scheme is ``https`` (or ``http`` with
 ``http.allow_http: true``), it carries no credentials (``user:pass@``), and its host is

@@ -1,4 +1,4 @@
-"""The on-complete payload (SPEC §6, the "predefined format"): a pure builder."""
+"""The on-complete payload (the "predefined format"): a pure builder."""
 
 from __future__ import annotations
 

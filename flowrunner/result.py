@@ -1,4 +1,4 @@
-"""The execution record: what happened in one execution, as SPEC'd JSON."""
+"""The execution record: what happened in one execution, in its documented JSON shape."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class ExecutionRecord:
         return (self.ended_at - self.started_at).total_seconds() * 1000
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``run --json`` (SPEC §7)."""
+        """The JSON shape of ``run --json``."""
         return {
             "execution_id": self.execution_id,
             "flow": self.flow,

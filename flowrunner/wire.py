@@ -1,4 +1,4 @@
-"""The wire format of webhook requests (SPEC §5): auth, flattening, bodies."""
+"""The wire format of webhook requests: auth, flattening, bodies."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def flatten(groups: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, 
 def form_pairs(
     method: str, groups: Iterable[tuple[str, Mapping[str, Any]]], params: Mapping[str, Any]
 ) -> list[tuple[str, str]]:
-    """The flat names of ``body: none`` and ``body: form``, in SPEC order."""
+    """The flat names of ``body: none`` and ``body: form``, in the documented order."""
     pairs = [("method", method)]
     pairs += flatten(groups)
     pairs += [(name, flat_value(value)) for name, value in params.items()]

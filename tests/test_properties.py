@@ -248,7 +248,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def flat(value: Any) -> str:
-    """SPEC §5, written out independently of the code under test."""
+    """The documented wire format, written out independently of the code under test."""
     if isinstance(value, str):
         return value
     if value is None:

@@ -86,7 +86,7 @@ class OutboxRow:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``deliveries list --json`` shape (SPEC §7), plus ``delivered_at``."""
+        """The ``deliveries list --json`` shape, plus ``delivered_at``."""
         return {
             "id": self.id,
             "execution_id": self.execution_id,

@@ -1,4 +1,4 @@
-"""The webhook step: build the request (SPEC §5), send it, set the outcome keys, map
+"""The webhook step: build the request, send it, set the outcome keys, map
 the JSON answer into flow keys."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def build_request(step: CompiledStep, ctx: Context) -> dict[str, Any]:
 
 
 def prepare(step: CompiledStep, ctx: Context) -> HttpRequest:
-    """The request to send (SPEC §5)."""
+    """The request to send."""
     cw = step.webhook
     webhook_step = step.step
     assert cw is not None and isinstance(webhook_step, m.WebhookStep)  # the compiler ensured it
