@@ -62,12 +62,7 @@ class OutboxMixin(Connection):
         self, id: str, owner: str, *, now: float, next_attempt_at: float, error: str
     ) -> bool:
         """Record a failed attempt to be retried at ``next_attempt_at``."""
-        return self._mark(
-            id,
-            owner,
-            "next_attempt_at = :next, last_error = :error",
-            {"now": now, "next": next_attempt_at, "error": error},
-        )
+        return self._reschedule(id, owner, now, next_attempt_at, error, attempted=True)
 
     def mark_dead(self, id: str, owner: str, *, now: float, error: str) -> bool:
         """Record a failed attempt after which the push is given up (dead-lettered)."""
@@ -79,13 +74,14 @@ class OutboxMixin(Connection):
         self, id: str, owner: str, *, now: float, next_attempt_at: float, error: str
     ) -> bool:
         """Keep a push pending without counting an attempt (nothing could be sent)."""
-        return self._mark(
-            id,
-            owner,
-            "next_attempt_at = :next, last_error = :error",
-            {"now": now, "next": next_attempt_at, "error": error},
-            attempted=False,
-        )
+        return self._reschedule(id, owner, now, next_attempt_at, error, attempted=False)
+
+    def _reschedule(
+        self, id: str, owner: str, now: float, at: float, error: str, *, attempted: bool
+    ) -> bool:
+        values = {"now": now, "next": at, "error": error}
+        clause = "next_attempt_at = :next, last_error = :error"
+        return self._mark(id, owner, clause, values, attempted=attempted)
 
     def _mark(
         self, id: str, owner: str, changes: str, params: dict[str, Any], *, attempted: bool = True
