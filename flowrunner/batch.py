@@ -21,6 +21,7 @@ How a batch runs:
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import select
 import signal
@@ -95,19 +96,20 @@ class Outcome:
     seconds: float = 0.0  # from the first line read to the last record written
     read_error: OSError | None = None
     write_error: OSError | None = None
+    worker_error: bool = False  # a worker process of a parallel batch ended unexpectedly
 
 
-class Batch:
-    """One ``run --events`` batch over an open runner, input and output."""
+class Ordered:
+    """Records written in input order through a reorder buffer, with counts, a progress
+    bar and the INVALID and INTERRUPTED records; what feeds it is up to a subclass.
 
-    def __init__(
-        self, runner: Runner, fd: int, output: Output, *, concurrency: int, bar: ProgressBar
-    ) -> None:
-        self.runner = runner
-        self.fd = fd
+    At most ``window`` lines are numbered and not yet written: :meth:`_wait_for_room`
+    pauses the reading while the window is full.
+    """
+
+    def __init__(self, output: Output, *, window: int, bar: ProgressBar) -> None:
         self.output = output
-        self.concurrency = concurrency
-        self.window = WINDOW_FACTOR * concurrency
+        self.window = window
         self.bar = bar
         self.outcome = Outcome()
         self._results: dict[int, bytes] = {}
@@ -115,11 +117,97 @@ class Batch:
         self._next_out = 1  # the next line to write
         self._read_bytes = 0
         self._room = asyncio.Event()
-        self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
-        self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
         self._stopping = False
         self._ticks = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def interrupt(self) -> None:
+        raise NotImplementedError
+
+    def _signalled(self) -> None:
+        self.outcome.interrupted = True
+        self.interrupt()
+
+    async def _wait_for_room(self) -> None:
+        while self._next_line - self._next_out >= self.window:
+            self._room.clear()
+            await self._room.wait()
+
+    def _invalid(self, number: int, problem: Invalid) -> None:
+        self.outcome.counts.invalid += 1
+        error = {"reason": problem.reason, "message": problem.message}
+        self._finish(number, dumps_line({"line": number, "status": "INVALID", "error": error}))
+
+    def _interrupted(self, number: int, execution_id: str | None = None) -> None:
+        """A line not run (no ``execution_id``), or whose execution was cancelled: then
+        its id is given, as the execution may have been recorded before it stopped."""
+        self.outcome.counts.interrupted += 1
+        record: dict[str, Any] = {"line": number, "status": "INTERRUPTED"}
+        if execution_id is not None:
+            record["execution_id"] = execution_id
+        self._finish(number, dumps_line(record))
+
+    def _finish(self, number: int, line: bytes) -> None:
+        self._results[number] = line
+        if number == self._next_out:
+            self._flush()
+
+    def _flush(self) -> None:
+        results = self._results
+        number = self._next_out
+        write = self.output.write
+        while (line := results.pop(number, None)) is not None:
+            write(line)
+            number += 1
+        self._next_out = number
+        self._room.set()
+        if self.output.error is not None and not self._stopping:
+            self.interrupt()  # nowhere to write to: stop as after Ctrl-C
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        self.bar.show(self._next_out - 1, self._read_bytes)
+        if self._ticks % FLUSH_TICKS == 0:
+            self.output.flush()
+        loop = asyncio.get_running_loop()
+        self._timers["tick"] = loop.call_later(TICK, self._tick)
+
+    def _finish_run(self, started: float) -> Outcome:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._flush()
+        self.output.flush()
+        self.outcome.seconds = time.monotonic() - started
+        self.outcome.write_error = self.output.error
+        self.bar.clear()
+        return self.outcome
+
+
+class Batch(Ordered):
+    """One ``run --events`` batch over an open runner, input and output.
+
+    ``eager`` (a worker of a parallel batch): the output is flushed whenever no line
+    is waiting for an execution slot, so records never sit in a buffer while the
+    reader of the output waits for them.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        fd: int,
+        output: Output,
+        *,
+        concurrency: int,
+        bar: ProgressBar,
+        eager: bool = False,
+    ) -> None:
+        super().__init__(output, window=WINDOW_FACTOR * concurrency, bar=bar)
+        self.runner = runner
+        self.fd = fd
+        self.concurrency = concurrency
+        self.eager = eager
+        self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
+        self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
@@ -137,22 +225,11 @@ class Batch:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            for timer in self._timers.values():
-                timer.cancel()
             reader.stop()
         for result in results:
             if isinstance(result, Exception):
                 raise result  # a bug: the guarded command reports it
-        self._flush()
-        self.output.flush()
-        self.outcome.seconds = time.monotonic() - started
-        self.outcome.write_error = self.output.error
-        self.bar.clear()
-        return self.outcome
-
-    def _signalled(self) -> None:
-        self.outcome.interrupted = True
-        self.interrupt()
+        return self._finish_run(started)
 
     def interrupt(self) -> None:
         """Stop reading; lines not started are INTERRUPTED; in-flight ones get GRACE s.
@@ -193,9 +270,7 @@ class Batch:
                 break
             self._reader.taken()
             for raw in chunk.lines:
-                while self._next_line - self._next_out >= self.window:
-                    self._room.clear()
-                    await self._room.wait()
+                await self._wait_for_room()
                 number = self._next_line
                 self._next_line += 1
                 parsed = parse_line(raw)
@@ -208,6 +283,7 @@ class Batch:
                     )
                     self._work.put_nowait((number, inputs))
             self._read_bytes += chunk.size
+            self._idle()
         for _ in self._workers:
             self._work.put_nowait(None)
 
@@ -216,14 +292,17 @@ class Batch:
     async def _worker(self) -> None:
         run = self.runner.run_encoded
         counts = self.outcome.counts
-        while (item := await self._work.get()) is not None:
+        while True:
+            self._idle()
+            if (item := await self._work.get()) is None:
+                break
             number, inputs = item
             try:
                 record, encoded = await run(inputs)
                 # the record's JSON object, with "line" first: {"line":n,"execution_id":...}
                 line = b'{"line":%d,%s\n' % (number, encoded[1:])
             except asyncio.CancelledError:
-                self._interrupted(number, inputs)
+                self._interrupted(number, inputs.execution_id)
                 return
             except Exception as exc:  # the batch goes on; the record says what happened
                 counts.failed += 1
@@ -240,46 +319,10 @@ class Batch:
                 counts.dead += 1
             self._finish(number, line)
 
-    def _invalid(self, number: int, problem: Invalid) -> None:
-        self.outcome.counts.invalid += 1
-        error = {"reason": problem.reason, "message": problem.message}
-        self._finish(number, dumps_line({"line": number, "status": "INVALID", "error": error}))
-
-    def _interrupted(self, number: int, inputs: Inputs | None = None) -> None:
-        """A line not run (``inputs`` None), or whose execution was cancelled: then its
-        id is given, as the execution may have been recorded before it stopped."""
-        self.outcome.counts.interrupted += 1
-        record: dict[str, Any] = {"line": number, "status": "INTERRUPTED"}
-        if inputs is not None:
-            record["execution_id"] = inputs.execution_id
-        self._finish(number, dumps_line(record))
-
-    # ---- writing --------------------------------------------------------------------
-
-    def _finish(self, number: int, line: bytes) -> None:
-        self._results[number] = line
-        if number == self._next_out:
-            self._flush()
-
-    def _flush(self) -> None:
-        results = self._results
-        number = self._next_out
-        write = self.output.write
-        while (line := results.pop(number, None)) is not None:
-            write(line)
-            number += 1
-        self._next_out = number
-        self._room.set()
-        if self.output.error is not None and not self._stopping:
-            self.interrupt()  # nowhere to write to: stop as after Ctrl-C
-
-    def _tick(self) -> None:
-        self._ticks += 1
-        self.bar.show(self._next_out - 1, self._read_bytes)
-        if self._ticks % FLUSH_TICKS == 0:
+    def _idle(self) -> None:
+        """Called when no line waits for a slot: an eager batch writes what it has."""
+        if self.eager and self._work.empty():
             self.output.flush()
-        loop = asyncio.get_running_loop()
-        self._timers["tick"] = loop.call_later(TICK, self._tick)
 
 
 def time_ordered_id() -> str:
@@ -316,6 +359,20 @@ def _crashed(number: int, inputs: Inputs, exc: Exception) -> dict[str, Any]:
     }
 
 
+def tune_gc() -> None:
+    """Make the garbage collector cheaper for a long batch.
+
+    Everything alive now (modules, the plan, compiled templates) lives as long as the
+    process: ``gc.freeze`` takes it out of every later collection. A batch allocates
+    many short-lived objects per execution; collecting the youngest generation every
+    10,000 allocations instead of every 700 does the same work in fewer, cheaper passes
+    (measured: about 8 % of a batch's CPU time with the defaults).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
+
+
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when it is installed (``flowrunner[fast]``), else the default."""
     uvloop = optional_module("uvloop")
@@ -326,8 +383,15 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def run_events(
-    runner: Runner, fd: int, output: Output, *, concurrency: int, bar: ProgressBar
+    runner: Runner,
+    fd: int,
+    output: Output,
+    *,
+    concurrency: int,
+    bar: ProgressBar,
+    eager: bool = False,
 ) -> Outcome:
     """Run every line of ``fd`` through ``runner`` (entered here) and write the records."""
     async with runner:
-        return await Batch(runner, fd, output, concurrency=concurrency, bar=bar).run()
+        batch = Batch(runner, fd, output, concurrency=concurrency, bar=bar, eager=eager)
+        return await batch.run()

@@ -95,7 +95,7 @@ def _pairs(flag: str, values: tuple[str, ...]) -> dict[str, object]:
 
 
 def _check_batch_options(
-    events: str | None, values: tuple[str, ...], as_json: bool, output: Path | None
+    events: str | None, values: tuple[str, ...], as_json: bool, output: Path | None, workers: int
 ) -> None:
     from flowrunner.errors import UsageError
 
@@ -106,6 +106,8 @@ def _check_batch_options(
         )
     if events is None and output is not None:
         raise UsageError("--output applies to --events only")
+    if events is None and workers != 1:
+        raise UsageError("--workers applies to --events only")
 
 
 @main.command()
@@ -140,6 +142,14 @@ def _check_batch_options(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the --events records here (default: stdout).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Processes that share the --events lines (and the concurrency).",
+)
+@click.option("--worker", is_flag=True, hidden=True)
 @click.pass_obj
 @guarded
 def run(
@@ -155,6 +165,8 @@ def run(
     events: str | None,
     concurrency: int,
     output: Path | None,
+    workers: int,
+    worker: bool,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
 
@@ -165,7 +177,7 @@ def run(
     from flowrunner.commands import run_batch, run_once
 
     common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
-    _check_batch_options(events, calls + keys + user_keys, as_json, output)
+    _check_batch_options(events, calls + keys + user_keys, as_json, output, workers)
     if events is not None:
         code = run_batch(
             **common,
@@ -174,6 +186,8 @@ def run(
             output=output,
             dry_run=dry_run,
             on_complete=not no_on_complete,
+            workers=workers,
+            worker=worker,
         )
         sys.exit(code)
     inputs = {

@@ -92,17 +92,26 @@ def batch_run(
     output: Path | None,
     dry_run: bool,
     on_complete: bool,
+    workers: int = 1,
+    worker: bool = False,
 ) -> int:
     """``run --events``: run every line of ``events``, write the records, summarise.
+
+    ``workers`` > 1 spreads the lines over that many worker processes; ``worker`` is
+    the mode such a process runs in (no progress bar, no summary, output flushed as
+    soon as it has nothing queued).
 
     Exit 130 when interrupted, else 1 if an execution failed or a line was invalid (or
     the input or output failed), else 75 if a push is still pending, else 0.
     """
-    from flowrunner.batch import Output, loop_factory, run_events
+    from flowrunner.batch import WINDOW_FACTOR, Output, loop_factory, run_events, tune_gc
     from flowrunner.progress import ProgressBar, summary_line
     from flowrunner.runner import Runner
 
-    plan = load_plan(require_root(project), flow)
+    if workers > concurrency:
+        raise UsageError(f"--workers ({workers}) cannot be more than --concurrency ({concurrency})")
+    root = require_root(project)
+    plan = load_plan(root, flow)
     runner = Runner(
         plan,
         make_secrets(secrets_file, masked=dry_run),
@@ -113,11 +122,60 @@ def batch_run(
     )
     fd, size = _open_events(events)
     out = Output(_open_output(output))
-    bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty(), total=size)
+    bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty() and not worker, total=size)
+    tune_gc()
     with asyncio.Runner(loop_factory=loop_factory()) as loop:
-        outcome = loop.run(run_events(runner, fd, out, concurrency=concurrency, bar=bar))
+        if workers > 1:
+            from flowrunner.workers import run_parallel
+
+            if not dry_run:
+                _prepare_state(plan)  # its errors once, here, not once per worker
+            commands = _worker_commands(
+                root, flow, concurrency, workers, secrets_file, dry_run, on_complete
+            )
+            window = WINDOW_FACTOR * concurrency
+            outcome = loop.run(run_parallel(commands, fd, out, window=window, bar=bar))
+        else:
+            batch = run_events(runner, fd, out, concurrency=concurrency, bar=bar, eager=worker)
+            outcome = loop.run(batch)
+    if worker:
+        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
     click.echo(summary_line(outcome.counts, outcome.seconds), err=True)
     return _batch_exit(outcome, events)
+
+
+def _prepare_state(plan: Any) -> None:
+    """Open the state file (creating it) and seed the user keys, as every run does."""
+    from flowrunner.state import Store
+
+    store = Store.open(plan.project.project.state)
+    try:
+        store.seed_user_keys(plan.project.project.user_keys)
+    finally:
+        store.close()
+
+
+def _worker_commands(
+    root: Path,
+    flow: str,
+    concurrency: int,
+    workers: int,
+    secrets_file: Path | None,
+    dry_run: bool,
+    on_complete: bool,
+) -> list[list[str]]:
+    """The command line of each worker process, with its share of the concurrency."""
+    from flowrunner.workers import shares
+
+    common = [sys.executable, "-m", "flowrunner", "--project", str(root), "run", flow]
+    common += ["--events", "-", "--worker"]
+    if secrets_file is not None:
+        common += ["--secrets-file", str(secrets_file)]
+    if dry_run:
+        common.append("--dry-run")
+    if not on_complete:
+        common.append("--no-on-complete")
+    return [[*common, "--concurrency", str(share)] for share in shares(concurrency, workers)]
 
 
 def _batch_exit(outcome: Outcome, events: str) -> int:
@@ -129,7 +187,14 @@ def _batch_exit(outcome: Outcome, events: str) -> int:
             click.echo(f"flowrunner: {action} failed ({_reason(error)})", err=True)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
-    if counts.failed or counts.invalid or counts.dead or outcome.read_error or outcome.write_error:
+    if (
+        counts.failed
+        or counts.invalid
+        or counts.dead
+        or outcome.read_error
+        or outcome.write_error
+        or outcome.worker_error
+    ):
         return EXIT_PROBLEMS
     if counts.pending:
         click.echo(

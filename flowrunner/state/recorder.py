@@ -11,12 +11,17 @@ from flowrunner.state.store import Store
 
 
 class AsyncRecorder:
-    """Records execution ends from asyncio code without blocking the event loop.
+    """Records execution ends from asyncio code, in group commits.
 
-    Callers queue up; one worker thread, with its own connection to ``store.path``,
-    commits everything that queued while its previous commit ran in one transaction
-    (group commit: one fsync for many executions). Each caller resumes only after the
-    commit holding its record, so its push is on disk before anyone sends it.
+    An end with a push must be on disk (fsync) before the push is sent: those queue up
+    for one worker thread, with its own connection to ``store.path``, which commits
+    everything that queued while its previous commit ran in one transaction (one fsync
+    for many executions) without blocking the event loop. An end without a push needs
+    no fsync: those are committed on ``store`` itself, in the event loop's thread, once
+    per pass of the loop. A thread would cost more there than the insert: each time
+    SQLite lets go of the GIL, the loop's thread has to win it back.
+
+    Each caller resumes only after the commit holding its record.
     """
 
     def __init__(self, store: Store, *, max_batch: int = 2000) -> None:
@@ -27,6 +32,8 @@ class AsyncRecorder:
         self._store: Store | None = None  # opened, used and closed in the worker thread
         self._queue: list[tuple[Item, asyncio.Future[None]]] = []
         self._pump: asyncio.Task[None] | None = None
+        self._main = store  # the event loop's connection, for ends without a push
+        self._light: list[tuple[Item, asyncio.Future[None]]] = []
 
     async def __aenter__(self) -> AsyncRecorder:
         return self
@@ -38,13 +45,19 @@ class AsyncRecorder:
         """Like :meth:`Store.record_end`; returns once the record is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.append(((record, push), future))
-        if self._pump is None or self._pump.done():
-            self._pump = loop.create_task(self._run())
+        if push is None:
+            if not self._light:
+                loop.call_soon(self._commit_light)
+            self._light.append(((record, None), future))
+        else:
+            self._queue.append(((record, push), future))
+            if self._pump is None or self._pump.done():
+                self._pump = loop.create_task(self._run())
         await future
 
     async def aclose(self) -> None:
         """Wait for queued records, then close the worker's connection and thread."""
+        self._commit_light()
         if self._pump is not None:
             await self._pump
         loop = asyncio.get_running_loop()
@@ -61,37 +74,49 @@ class AsyncRecorder:
                 errors = await loop.run_in_executor(self._executor, self._commit, items)
             except Exception as exc:  # the worker itself failed: every caller hears of it
                 errors = [exc] * len(batch)
-            for (_, future), error in zip(batch, errors, strict=True):
-                if future.done():
-                    continue  # the caller was cancelled; its record is stored anyway
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+            _settle(batch, errors)
+
+    def _commit_light(self) -> None:
+        batch, self._light = self._light, []
+        if not batch:
+            return
+        _settle(batch, self._commit_on(self._main, [item for item, _ in batch]))
 
     def _commit(self, items: list[Item]) -> list[Exception | None]:
         if self._store is None:
             self._store = Store.open(self.path)
+        return self._commit_on(self._store, items)
+
+    def _commit_on(self, store: Store, items: list[Item]) -> list[Exception | None]:
         try:
-            self._store.record_ends(items)
+            store.record_ends(items)
             self.commits += 1
             return [None] * len(items)
-        except StateError:
+        except StateError as exc:
             if len(items) == 1:
-                raise
+                return [exc]
         # one bad item must not fail its neighbours: commit them one by one
-        return [self._commit_one(item) for item in items]
+        return [self._commit_one(store, item) for item in items]
 
-    def _commit_one(self, item: Item) -> Exception | None:
-        assert self._store is not None
+    def _commit_one(self, store: Store, item: Item) -> Exception | None:
         try:
-            self._store.record_ends([item])
+            store.record_ends([item])
         except StateError as exc:
             return exc
         self.commits += 1
         return None
 
-    def _close_store(self) -> None:
+    def _close_store(self) -> None:  # in the worker thread
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _settle(batch: list[tuple[Item, asyncio.Future[None]]], errors: list[Exception | None]) -> None:
+    for (_, future), error in zip(batch, errors, strict=True):
+        if future.done():
+            continue  # the caller was cancelled; its record is stored anyway
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
