@@ -325,6 +325,30 @@ class Batch(Ordered):
             self.output.flush()
 
 
+class _RandomBits:
+    """Random bytes from ``os.urandom``, fetched 4 KiB at a time: one system call for
+    409 execution ids instead of one each."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def reset(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def take(self, size: int) -> bytes:
+        if self._at + size > len(self._pool):
+            self._pool, self._at = os.urandom(4096), 0
+        start = self._at
+        self._at += size
+        return self._pool[start : self._at]
+
+
+_random_bits = _RandomBits()
+# a forked child must not hand out the ids its parent will also hand out
+os.register_at_fork(after_in_child=_random_bits.reset)
+
+
 def time_ordered_id() -> str:
     """A UUID version 7 (RFC 9562): 48 bits of unix milliseconds, then 74 random bits.
 
@@ -332,7 +356,7 @@ def time_ordered_id() -> str:
     grow at one end instead of at random places, which makes recording cheaper.
     """
     millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(_random_bits.take(10), "big")
     value = (
         millis << 80
         | 0x7 << 76  # version

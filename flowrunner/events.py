@@ -8,9 +8,9 @@ reader stuck on an idle stdin never delays exit. A line over :data:`MAX_LINE` by
 skipped without being held in memory; only its size is handed on.
 
 :func:`parse_line` turns one line into execution inputs, or into an :class:`Invalid`
-whose message names the problem without echoing the line. orjson is used when it is
-importable (``pip install 'flowrunner[fast]'``), else the standard ``json`` module; both
-accept the same lines.
+whose message names the problem without echoing the line. Lines are decoded with orjson
+(the standard ``json`` module where orjson cannot be imported; both accept the same
+lines).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""JSON for the hot path: orjson when it is installed (``flowrunner[fast]``), else ``json``.
+"""JSON for the hot path: orjson (a dependency), else ``json`` where orjson cannot be imported.
 
 Both give the same compact, UTF-8 text for the data flowrunner handles (``dumps``
 falls back to ``json`` for what orjson refuses, such as integers over 64 bits), and both

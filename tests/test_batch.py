@@ -526,6 +526,54 @@ def test_json_codec_round_trip() -> None:
     assert dumps({"s": "\ud800"}).decode("utf-8")  # a lone surrogate still gives UTF-8
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"line": 1, "keys": {"a": "é \U0001f600", "f": 2.935, "n": -7, "t": True, "z": None}},
+        {"steps": [{"id": "x", "duration_ms": 0.011}, {"request": {"url": "http://h/?a=1&b"}}]},
+        {"text": 'quote " backslash \\ tab \t newline \n nul \u0000 del \u007f'},
+        {"big": 2**63 - 1, "small": -(2**63), "huge": 1.5e300, "zero": 0.0, "tiny": 5e-324},
+    ],
+)
+def test_json_codec_same_bytes_with_and_without_orjson(
+    monkeypatch: pytest.MonkeyPatch, data: dict[str, Any]
+) -> None:
+    from flowrunner import jsoncodec
+
+    if jsoncodec.orjson is None:
+        pytest.skip("orjson is not installed")
+    fast = dumps(data)
+    monkeypatch.setattr(jsoncodec, "orjson", None)
+    assert dumps(data) == fast  # the same record bytes whichever encoder wrote them
+    assert loads(fast) == data
+
+
+def test_json_codec_exponents_differ_only_in_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowrunner import jsoncodec
+
+    if jsoncodec.orjson is None:
+        pytest.skip("orjson is not installed")
+    data = {"e": 1e-7, "f": 2.5e-9}
+    fast = dumps(data)
+    monkeypatch.setattr(jsoncodec, "orjson", None)
+    slow = dumps(data)
+    assert (fast, slow) == (b'{"e":1e-7,"f":2.5e-9}', b'{"e":1e-07,"f":2.5e-09}')
+    assert loads(fast) == loads(slow) == data
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"[Infinity]", b'"\\ud800"', b"{", b"\xff"])
+def test_json_codec_refuses_alike_with_and_without_orjson(
+    monkeypatch: pytest.MonkeyPatch, raw: bytes
+) -> None:
+    from flowrunner import jsoncodec
+
+    with pytest.raises(ValueError):
+        loads(raw)
+    monkeypatch.setattr(jsoncodec, "orjson", None)
+    with pytest.raises(ValueError):
+        loads(raw)
+
+
 def test_time_ordered_ids() -> None:
     ids = [time_ordered_id() for _ in range(100)]
     assert len(set(ids)) == 100

@@ -1,0 +1,386 @@
+"""``run --events --workers N``: one batch spread over worker processes.
+
+The real CLI runs in a subprocess against a real loopback sink and a real state file:
+one record per input line in input order (broken lines included), the concurrency
+shared between the workers, stdin and ``--output``, the run history, pushes, dry runs,
+SIGINT and SIGTERM (once and twice), a worker killed mid-batch, the usage errors, and
+how ``--concurrency`` is split (:func:`flowrunner.workers.shares`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_batch import (  # noqa: F401  (sink is a fixture)
+    Sink,
+    event,
+    flowrunner,
+    free_port,
+    project,
+    sink,
+    start_batch,
+)
+
+from flowrunner.events import MAX_LINE
+from flowrunner.workers import shares
+
+SUMMARY = re.compile(
+    r"(\d+) executions: (\d+) completed, (\d+) failed, (\d+) invalid"
+    r"(?:, (\d+) interrupted)?, (\d+) pushes pending"
+)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of an output file, which must end with a whole line."""
+    text = path.read_text()
+    assert text == "" or text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def summary_counts(stderr: str) -> dict[str, int]:
+    """The counts of the summary line (exactly one) on stderr."""
+    found = SUMMARY.findall(stderr)
+    assert len(found) == 1, stderr
+    total, completed, failed, invalid, interrupted, pending = found[0]
+    return {
+        "total": int(total),
+        "completed": int(completed),
+        "failed": int(failed),
+        "invalid": int(invalid),
+        "interrupted": int(interrupted or 0),
+        "pending": int(pending),
+    }
+
+
+def children(pid: int) -> list[int]:
+    """The process ids of the children of ``pid`` (Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:  # the process has ended
+        return []
+    return [int(child) for child in text.split()]
+
+
+async def until(condition: Any, timeout: float = 30) -> None:
+    """Poll ``condition()`` until it is true; fail after ``timeout`` seconds."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+# ---- records ----------------------------------------------------------------------
+
+
+async def test_every_line_gets_a_record_in_order(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    lines = [
+        event("+1000"),
+        b"not json\n",
+        b"[1, 2]\n",
+        b'{"call": "+1555"}\n',
+        b'{"call": {"cli": "\xff\xfe"}}\n',
+        b"\n",
+        b'{"call": {"cli": "' + b"x" * (MAX_LINE + 10) + b'"}}\n',
+        b'{"calls": {}}\n',
+        b'{"keys": {"bad name": 1}}\n',
+        event("+1009"),
+        b'{"call": {"cli": "+1010"}}',  # the last line may lack its newline
+    ]
+    (tmp_path / "events.jsonl").write_bytes(b"".join(lines))
+    done = await flowrunner(root, "--events", "events.jsonl", "--no-on-complete", "--workers", "3")
+
+    assert done.code == 1, done.stderr  # invalid lines
+    assert [r["line"] for r in done.records] == list(range(1, 12))
+    reasons = {r["line"]: r["error"]["reason"] for r in done.records if r["status"] == "INVALID"}
+    assert reasons == {
+        2: "INVALID_JSON",
+        3: "NOT_AN_OBJECT",
+        4: "WRONG_TYPE",
+        5: "INVALID_UTF8",
+        6: "EMPTY_LINE",
+        7: "LINE_TOO_LONG",
+        8: "UNKNOWN_MEMBER",
+        9: "INVALID_NAME",
+    }
+    ran = [r for r in done.records if r["status"] != "INVALID"]
+    assert [(r["line"], r["status"], r["keys"]["caller"]) for r in ran] == [
+        (1, "COMPLETED", "+1000"),
+        (10, "COMPLETED", "+1009"),
+        (11, "COMPLETED", "+1010"),
+    ]
+    assert all(len(json.dumps(r)) < 300 for r in done.records if r["status"] == "INVALID")
+    assert state.requests == 3
+    assert "11 executions: 3 completed, 0 failed, 8 invalid, 0 pushes pending;" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_records_keep_input_order_when_executions_finish_out_of_order(
+    tmp_path: Path, sink: tuple[Sink, int]
+) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    count = 60
+    # early lines answer slowest: completion order is roughly the reverse of input order
+    data = b"".join(event(f"+{i}", delay=0.002 * (count - i) * (i % 3 == 0)) for i in range(count))
+    (tmp_path / "events.jsonl").write_bytes(data)
+    done = await flowrunner(
+        root,
+        "--events", "events.jsonl", "--no-on-complete", "--concurrency", "8", "--workers", "2",
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert [r["line"] for r in done.records] == list(range(1, count + 1))
+    assert [r["keys"]["caller"] for r in done.records] == [f"+{i}" for i in range(count)]
+    assert [c["cli"] for c in state.calls] != [f"+{i}" for i in range(count)]  # out of order
+    assert summary_counts(done.stderr)["completed"] == count
+
+
+@pytest.mark.parametrize(("workers", "concurrency"), [(2, 4), (3, 16)])
+async def test_concurrency_bound_across_workers(
+    tmp_path: Path, sink: tuple[Sink, int], workers: int, concurrency: int
+) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    (tmp_path / "events.jsonl").write_bytes(
+        b"".join(event(f"+{i}", delay=0.01) for i in range(120))
+    )
+    done = await flowrunner(
+        root,
+        "--events", "events.jsonl", "--no-on-complete",
+        "--concurrency", str(concurrency), "--workers", str(workers),
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert [r["line"] for r in done.records] == list(range(1, 121))
+    assert state.requests == 120
+    assert 2 <= state.max_in_flight <= concurrency
+
+
+async def test_stdin_input(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    data = b"".join(event(f"+{i}") for i in range(25))
+    done = await flowrunner(
+        root, "--events", "-", "--no-on-complete", "--workers", "2", stdin=data
+    )
+    assert done.code == 0, done.stderr
+    assert [r["line"] for r in done.records] == list(range(1, 26))
+    assert [r["keys"]["caller"] for r in done.records] == [f"+{i}" for i in range(25)]
+    assert state.requests == 25
+    assert "25 executions: 25 completed, 0 failed, 0 invalid, 0 pushes pending;" in done.stderr
+
+
+async def test_fewer_lines_than_workers(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    one = await flowrunner(
+        root, "--events", "-", "--no-on-complete", "--workers", "4", stdin=event("+1")
+    )
+    empty = await flowrunner(root, "--events", "-", "--no-on-complete", "--workers", "3", stdin=b"")
+
+    assert one.code == 0, one.stderr
+    assert [(r["line"], r["keys"]["caller"]) for r in one.records] == [(1, "+1")]
+    assert "1 executions: 1 completed, 0 failed, 0 invalid, 0 pushes pending;" in one.stderr
+    assert (empty.code, empty.records) == (0, []), empty.stderr
+    assert "0 executions: 0 completed, 0 failed, 0 invalid, 0 pushes pending;" in empty.stderr
+    assert state.requests == 1
+
+
+async def test_output_file_and_history(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    _, port = sink
+    root = project(tmp_path, port)
+    (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}") for i in range(30)))
+    done = await flowrunner(
+        root,
+        "--events", "events.jsonl", "--no-on-complete", "--output", "out.jsonl",
+        "--workers", "2", "--concurrency", "4",
+    )  # fmt: skip
+    assert (done.code, done.records) == (0, []), done.stderr
+    records = read_records(tmp_path / "out.jsonl")
+    assert [r["line"] for r in records] == list(range(1, 31))
+    assert [r["keys"]["caller"] for r in records] == [f"+{i}" for i in range(30)]
+    with sqlite3.connect(tmp_path / ".flowrunner" / "state.db") as db:
+        stored = dict(db.execute("SELECT execution_id, record FROM runs").fetchall())
+    assert len(stored) == 30
+    assert set(stored) == {r["execution_id"] for r in records}
+    last = records[-1]
+    del last["line"]
+    assert json.loads(stored[last["execution_id"]]) == last
+
+
+async def test_pushes_delivered_or_pending(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    state, port = sink
+    (tmp_path / "up").mkdir()
+    (tmp_path / "down").mkdir()
+    up = project(tmp_path / "up", port)
+    down = project(tmp_path / "down", port, push_port=free_port())
+    data = b"".join(event(f"+{i}") for i in range(6))
+    delivered = await flowrunner(up, "--events", "-", "--workers", "2", stdin=data)
+    pending = await flowrunner(down, "--events", "-", "--workers", "2", stdin=data)
+
+    assert delivered.code == 0, delivered.stderr
+    assert [r["on_complete"]["status"] for r in delivered.records] == ["delivered"] * 6
+    assert state.pushes == 6
+    assert pending.code == 75, pending.stderr
+    assert [r["on_complete"]["status"] for r in pending.records] == ["pending"] * 6
+    assert "6 executions: 6 completed, 0 failed, 0 invalid, 6 pushes pending;" in pending.stderr
+    assert "6 on-complete pushes are waiting in the outbox" in pending.stderr
+    assert "deliveries drain" in pending.stderr
+
+
+async def test_dry_run_sends_nothing(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    data = b"".join(event(f"+{i}") for i in range(4))
+    done = await flowrunner(root, "--events", "-", "--dry-run", "--workers", "2", stdin=data)
+    assert done.code == 0, done.stderr
+    assert [r["status"] for r in done.records] == ["COMPLETED"] * 4
+    assert [r["keys"]["caller"] for r in done.records] == [f"+{i}" for i in range(4)]
+    assert done.records[0]["steps"][1]["request"]["url"] == f"http://127.0.0.1:{port}/api"
+    assert (state.requests, state.pushes) == (0, 0)
+    assert not (tmp_path / ".flowrunner").exists()
+
+
+# ---- interrupts -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sig", "push"),
+    [(signal.SIGINT, "--no-on-complete"), (signal.SIGTERM, "--concurrency=8")],
+    ids=["SIGINT", "SIGTERM-with-pushes"],
+)
+async def test_interrupt(
+    tmp_path: Path, sink: tuple[Sink, int], sig: signal.Signals, push: str
+) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    (tmp_path / "events.jsonl").write_bytes(
+        b"".join(event(f"+{i}", delay=0.05) for i in range(5000))
+    )
+    proc = await start_batch(root, "--concurrency", "8", "--workers", "2", push)
+    await until(lambda: state.requests >= 40)
+    proc.send_signal(sig)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    records = read_records(tmp_path / "out.jsonl")  # every line parses
+    assert [r["line"] for r in records] == list(range(1, len(records) + 1))
+    assert 40 <= len(records) < 5000
+    assert {r["status"] for r in records} <= {"COMPLETED", "INTERRUPTED"}
+    assert "INTERRUPTED" in {r["status"] for r in records}
+    counts = summary_counts(err.decode())
+    assert counts["total"] == len(records)
+    assert counts["interrupted"] == sum(r["status"] == "INTERRUPTED" for r in records)
+    assert "interrupted" in err.decode()
+
+
+async def test_second_interrupt_cancels_executions_in_flight(
+    tmp_path: Path, sink: tuple[Sink, int]
+) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}", delay=60) for i in range(50)))
+    proc = await start_batch(root, "--concurrency", "4", "--workers", "2", "--no-on-complete")
+    await until(lambda: state.in_flight >= 4)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    records = read_records(tmp_path / "out.jsonl")
+    assert [r["line"] for r in records] == list(range(1, len(records) + 1))
+    assert {r["status"] for r in records} == {"INTERRUPTED"}
+    started = [r for r in records if "execution_id" in r]  # cancelled while running
+    assert [r["line"] for r in started] == [1, 2, 3, 4]
+    assert f"{len(records)} executions: 0 completed, 0 failed, 0 invalid, " in err.decode()
+
+
+# ---- a worker that dies ------------------------------------------------------------
+
+
+async def test_a_killed_worker_fails_its_lines_and_the_batch_goes_on(
+    tmp_path: Path, sink: tuple[Sink, int]
+) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    count = 300
+    (tmp_path / "events.jsonl").write_bytes(
+        b"".join(event(f"+{i}", delay=0.02) for i in range(count))
+    )
+    # --concurrency 5 over 2 workers: worker 1 runs 3 at once, worker 2 runs 2
+    proc = await start_batch(root, "--concurrency", "5", "--workers", "2", "--no-on-complete")
+    await until(lambda: len(children(proc.pid)) == 2)
+    await until(lambda: state.requests >= 20)
+    victim = children(proc.pid)[0]
+    argv = Path(f"/proc/{victim}/cmdline").read_bytes().split(b"\0")
+    share = argv[argv.index(b"--concurrency") + 1]
+    number = {b"3": 1, b"2": 2}[share]  # which worker it is
+    os.kill(victim, signal.SIGKILL)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    stderr = err.decode()
+
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    records = read_records(tmp_path / "out.jsonl")
+    assert [r["line"] for r in records] == list(range(1, count + 1))
+    failed = [r for r in records if r["status"] == "FAILED"]
+    assert failed
+    assert {r["error"]["reason"] for r in failed} == {"WORKER_LOST"}
+    # lines are handed out in turn: the victim had the odd lines (worker 1) or the even
+    assert {r["line"] % 2 for r in failed} == {number % 2}
+    assert {r["status"] for r in records} == {"COMPLETED", "FAILED"}
+    # the other worker ran every line after the kill
+    assert all(r["status"] == "COMPLETED" for r in records if r["line"] > failed[-1]["line"])
+    assert f"worker {number} of 2 ended unexpectedly (killed by SIGKILL)" in stderr
+    assert f"{len(failed)} lines given to it are recorded FAILED" in stderr
+    counts = summary_counts(stderr)
+    assert (counts["total"], counts["failed"]) == (count, len(failed))
+    assert counts["completed"] == count - len(failed)
+
+
+# ---- options ----------------------------------------------------------------------
+
+
+async def test_usage_errors(tmp_path: Path) -> None:
+    root = project(tmp_path, free_port())
+    (tmp_path / "events.jsonl").write_bytes(event("+1"))
+    without_events = await flowrunner(root, "--workers", "2")
+    too_many = await flowrunner(
+        root, "--events", "events.jsonl", "--workers", "5", "--concurrency", "4"
+    )
+
+    assert without_events.code == 2
+    assert "--workers" in without_events.stderr
+    assert without_events.records == []
+    assert too_many.code == 2
+    assert too_many.records == []
+    (message,) = too_many.stderr.splitlines()
+    assert "--workers (5)" in message
+    assert "--concurrency (4)" in message
+    for done in (without_events, too_many):
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".flowrunner").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7, 16])
+def test_shares(workers: int) -> None:
+    for concurrency in range(workers, 200):
+        parts = shares(concurrency, workers)
+        assert len(parts) == workers
+        assert sum(parts) == concurrency
+        assert max(parts) - min(parts) <= 1
+        assert min(parts) >= 1
+    assert shares(5, 2) == [3, 2]
