@@ -188,15 +188,13 @@ class Deliverer:
         as the store has it afterwards.
         """
         cutoff = self.clock()
+        out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), IDS_PER_LEASE):
             chunk = ids[start : start + IDS_PER_LEASE]
             rows = self._lease(cutoff, ids=chunk, limit=len(chunk), ignore_schedule=True)
-            await asyncio.gather(*(self._attempt(row) for row in rows))
-        out: dict[str, dict[str, Any]] = {}
-        for id_ in ids:
-            row = self.store.outbox_row(id_)
-            if row is not None:
-                out[id_] = {
+            await self._attempt_all(rows)
+            for row in self.store.outbox_rows(chunk).values():
+                out[row.id] = {
                     "webhook": row.webhook,
                     "webhook_id": row.id,
                     "status": row.status,
@@ -210,7 +208,7 @@ class Deliverer:
         stats = DeliveryStats()
         cutoff = self.clock()
         while rows := self._lease(cutoff, limit=self.batch, ignore_schedule=ignore_schedule):
-            for outcome in await asyncio.gather(*(self._attempt(row) for row in rows)):
+            for outcome in await self._attempt_all(rows):
                 stats.count(outcome)
         stats.pending = self.store.pending_count()
         return stats
@@ -251,7 +249,23 @@ class Deliverer:
             due_by=cutoff,
         )
 
-    async def _attempt(self, row: OutboxRow) -> Outcome:
+    async def _attempt_all(self, rows: list[OutboxRow]) -> list[Outcome]:
+        """One attempt at each of ``rows`` (leased by us), all at once.
+
+        Successes are marked together, in one transaction after the last attempt of
+        the lot: one commit instead of one per push. A crash between a receiver's 2xx
+        and that commit leaves the push leased; it is sent again (same ``webhook-id``)
+        once the lease runs out, as after a crash between a 2xx and a single mark.
+        """
+        delivered: list[str] = []
+        try:
+            outcomes = await asyncio.gather(*(self._attempt(row, delivered) for row in rows))
+        finally:  # also when one attempt failed or the lot was cancelled
+            if delivered:
+                self.store.mark_delivered_many(delivered, self.owner, now=self.clock())
+        return list(outcomes)
+
+    async def _attempt(self, row: OutboxRow, delivered: list[str]) -> Outcome:
         now = self.clock()
         webhook = self.project.webhooks.get(row.webhook)
         if webhook is None:
@@ -271,7 +285,7 @@ class Deliverer:
             verdict = judge(response, self.clock())
         except Exception as exc:  # a bug in the client must not strand the push
             verdict = Verdict("retry", f"unexpected error ({type(exc).__name__})")
-        return self._settle(row, verdict)
+        return self._settle(row, verdict, delivered)
 
     def _request(self, row: OutboxRow, webhook: Webhook, now: float) -> HttpRequest:
         secret = None
@@ -287,10 +301,10 @@ class Deliverer:
             method="POST", url=row.url, headers=headers, body=row.payload, timeout=webhook.timeout
         )
 
-    def _settle(self, row: OutboxRow, verdict: Verdict) -> Outcome:
+    def _settle(self, row: OutboxRow, verdict: Verdict, delivered: list[str]) -> Outcome:
         now = self.clock()
         if verdict.kind == "delivered":
-            self.store.mark_delivered(row.id, self.owner, now=now)
+            delivered.append(row.id)  # marked with the rest of the lot
             return "delivered"
         attempts = row.attempts + 1
         schedule = self.project.delivery.retry_schedule

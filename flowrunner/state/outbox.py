@@ -58,6 +58,18 @@ class OutboxMixin(Connection):
             {"now": now},
         )
 
+    def mark_delivered_many(self, ids: Sequence[str], owner: str, *, now: float) -> int:
+        """:meth:`mark_delivered` for many pushes in one transaction; how many it marked."""
+        sql = (
+            "UPDATE outbox SET status = 'delivered', delivered_at = :now, last_error = NULL, "
+            "attempts = attempts + 1, last_attempt_at = :now, "
+            "lease_owner = NULL, lease_until = NULL "
+            "WHERE id = :id AND lease_owner = :owner AND status = 'pending'"
+        )
+        with self._write("update pushes") as cur:
+            cur.executemany(sql, [{"now": now, "id": id_, "owner": owner} for id_ in ids])
+            return cur.rowcount
+
     def mark_retry(
         self, id: str, owner: str, *, now: float, next_attempt_at: float, error: str
     ) -> bool:
@@ -106,6 +118,13 @@ class OutboxMixin(Connection):
         """One push in the ``deliveries list --json`` shape, or None when unknown."""
         row = self.outbox_row(id)
         return None if row is None else row.as_dict()
+
+    def outbox_rows(self, ids: Sequence[str]) -> dict[str, OutboxRow]:
+        """The stored pushes among ``ids`` (at most 500), by id."""
+        marks = ", ".join("?" * len(ids))
+        rows = self._read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks})", tuple(ids))
+        found = [OutboxRow.from_db(r) for r in rows]
+        return {row.id: row for row in found}
 
     def outbox_row(self, id: str) -> OutboxRow | None:
         """The stored push ``id``, or None."""
