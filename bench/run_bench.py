@@ -252,11 +252,13 @@ def throughput(root: Path, port: int, count: int, reps: int) -> list[Row]:
     raw: list[float] = []
     off: list[float] = []
     on: list[float] = []
+    workers: list[float] = []
     raw_rate(port, min(count, 2000), body_file)  # warm the sink up
     for _ in range(reps):
         raw.append(raw_rate(port, count, body_file))
         off.append(batch_rate(root, events, "--no-on-complete")[0])
         on.append(batch_rate(root, events)[0])
+        workers.append(batch_rate(root, events, "--no-on-complete", "--workers", "2")[0])
     base = median(raw)
     size = len(body_file.read_bytes())
     return [
@@ -273,6 +275,12 @@ def throughput(root: Path, port: int, count: int, reps: int) -> list[Row]:
             f"{median(on):,.0f} exec/s = {2 * median(on):,.0f} req/s",
             f"{base:,.0f} req/s",
             2 * median(on) / base,
+        ),
+        Row(
+            "run --events --workers 2, on-complete off",
+            f"{median(workers):,.0f} exec/s = {median(workers):,.0f} req/s",
+            f"{base:,.0f} req/s",
+            median(workers) / base,
         ),
     ]
 

@@ -63,6 +63,18 @@ def compact(data: Any) -> str:
     return "".join(encode(data, 0))
 
 
+def dumps_strict(data: Any) -> bytes:
+    """Compact UTF-8 JSON of data to send: like :func:`dumps`, but a lone surrogate in a
+    string raises UnicodeEncodeError instead of being written as an escape."""
+    if orjson is not None:
+        try:
+            encoded: bytes = orjson.dumps(data, default=str)
+            return encoded
+        except TypeError:  # a lone surrogate, an integer over 64 bits: json decides
+            pass
+    return compact(data).encode("utf-8")
+
+
 def dumps(data: Any) -> bytes:
     """Compact JSON as UTF-8 bytes; values JSON cannot hold are written as strings."""
     if orjson is not None:

@@ -436,7 +436,16 @@ async def test_response_mapping(receiver: Receiver, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"OK, noted", b"", b"[" * 200_000, b'"just a string"', b"\xff\xfe garbage"]
+    "body",
+    [
+        b"OK, noted",
+        b"",
+        b"[" * 200_000,
+        b'"just a string"',
+        b"\xff\xfe garbage",
+        b'{"status": NaN, "order": {"id": Infinity}}',  # not JSON, though Python reads it
+        b'{"status": "\\ud800"}',  # a lone surrogate could be neither stored nor sent on
+    ],
 )
 async def test_a_2xx_that_is_not_a_json_object_maps_null(
     receiver: Receiver, tmp_path: Path, body: bytes

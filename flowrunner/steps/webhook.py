@@ -3,7 +3,6 @@ the JSON answer into flow keys."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +12,7 @@ from flowrunner import signing, wire
 from flowrunner.compiler import CompiledStep, CompiledWebhook
 from flowrunner.engine import Context, StepResult
 from flowrunner.errors import StepFailure, TemplateError, Where
-from flowrunner.jsoncodec import compact
+from flowrunner.jsoncodec import dumps_strict, loads
 from flowrunner.result import StepTrace
 from flowrunner.templating import format_text
 from flowrunner.wire import HttpRequest
@@ -53,7 +52,7 @@ def _body(
             doc[outer] = {inner: values} if inner else values
         if params:
             doc["params"] = params
-        return "", compact(doc).encode(), JSON_TYPE
+        return "", dumps_strict(doc), JSON_TYPE
     encoded = wire.encode_form(wire.form_pairs(method, groups, params))
     if hook.body == "form":
         return "", encoded.encode(), FORM_TYPE
@@ -163,18 +162,16 @@ def _outcome(status: int | None, failure: str | None) -> tuple[str | None, str |
 def _parse_json(raw: str | None) -> Any:
     """The JSON value of an answer, or None when it is not usable JSON.
 
-    Not JSON, nested too deep to parse, or holding a lone surrogate (a ``\\ud800``
-    escape, which could be neither sent on nor stored): mapped keys become null.
+    Not JSON (``NaN`` and ``Infinity`` included), nested too deep to parse, or holding a
+    lone surrogate (a ``\\ud800`` escape, which could be neither sent on nor stored):
+    mapped keys become null.
     """
     if not raw:
         return None
     try:
-        data = json.loads(raw)
-        if "\\u" in raw:
-            json.dumps(data, ensure_ascii=False).encode()
-    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return loads(raw.encode("utf-8"))
+    except (ValueError, RecursionError):
         return None
-    return data
 
 
 def apply_answer(
