@@ -48,6 +48,7 @@ WINDOW_FACTOR = 4  # lines numbered and not yet written, per unit of concurrency
 FLUSH_BYTES = 1 << 16  # output buffered before a write
 TICK = 0.2  # seconds between progress redraws
 FLUSH_TICKS = 5  # ticks between output flushes
+READY = b'{"ready":true}\n'  # a worker's first output line, before any record
 
 
 class Output:
@@ -186,9 +187,11 @@ class Ordered:
 class Batch(Ordered):
     """One ``run --events`` batch over an open runner, input and output.
 
-    ``eager`` (a worker of a parallel batch): the output is flushed whenever no line
-    is waiting for an execution slot, so records never sit in a buffer while the
-    reader of the output waits for them.
+    ``worker``: this batch is a worker of a parallel batch (:mod:`flowrunner.workers`).
+    Its first output line says it is ready to take lines; its output is flushed
+    whenever no line waits for an execution slot, so records never sit in a buffer
+    while the parent waits for them; and a byte-order mark is not skipped (the parent
+    skipped the input's own: a later line that starts with one is not JSON).
     """
 
     def __init__(
@@ -199,13 +202,13 @@ class Batch(Ordered):
         *,
         concurrency: int,
         bar: ProgressBar,
-        eager: bool = False,
+        worker: bool = False,
     ) -> None:
         super().__init__(output, window=WINDOW_FACTOR * concurrency, bar=bar)
         self.runner = runner
         self.fd = fd
         self.concurrency = concurrency
-        self.eager = eager
+        self.worker = worker
         self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
         self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
 
@@ -213,9 +216,12 @@ class Batch(Ordered):
         """Run every line; returns once each line read has its record written."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        reader = self._reader = LineReader(self.fd, self._deliver(loop))
+        reader = self._reader = LineReader(self.fd, self._deliver(loop), skip_bom=not self.worker)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signalled)
+        if self.worker:
+            self.output.write(READY)
+            self.output.flush()
         self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
         self._dispatcher = loop.create_task(self._dispatch())
         self._timers["tick"] = loop.call_later(TICK, self._tick)
@@ -320,8 +326,8 @@ class Batch(Ordered):
             self._finish(number, line)
 
     def _idle(self) -> None:
-        """Called when no line waits for a slot: an eager batch writes what it has."""
-        if self.eager and self._work.empty():
+        """Called when no line waits for a slot: a worker writes what it has."""
+        if self.worker and self._work.empty():
             self.output.flush()
 
 
@@ -413,9 +419,9 @@ async def run_events(
     *,
     concurrency: int,
     bar: ProgressBar,
-    eager: bool = False,
+    worker: bool = False,
 ) -> Outcome:
     """Run every line of ``fd`` through ``runner`` (entered here) and write the records."""
     async with runner:
-        batch = Batch(runner, fd, output, concurrency=concurrency, bar=bar, eager=eager)
+        batch = Batch(runner, fd, output, concurrency=concurrency, bar=bar, worker=worker)
         return await batch.run()

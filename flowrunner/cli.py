@@ -188,6 +188,7 @@ def run(
             on_complete=not no_on_complete,
             workers=workers,
             worker=worker,
+            debug=state.debug,
         )
         sys.exit(code)
     inputs = {

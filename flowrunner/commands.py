@@ -94,6 +94,7 @@ def batch_run(
     on_complete: bool,
     workers: int = 1,
     worker: bool = False,
+    debug: bool = False,
 ) -> int:
     """``run --events``: run every line of ``events``, write the records, summarise.
 
@@ -126,17 +127,17 @@ def batch_run(
     tune_gc()
     with asyncio.Runner(loop_factory=loop_factory()) as loop:
         if workers > 1:
-            from flowrunner.workers import run_parallel
+            from flowrunner.workers import run_parallel, shares
 
             if not dry_run:
                 _prepare_state(plan)  # its errors once, here, not once per worker
-            commands = _worker_commands(
-                root, flow, concurrency, workers, secrets_file, dry_run, on_complete
-            )
+            parts = shares(concurrency, workers)
+            options = (secrets_file, dry_run, on_complete, debug)
+            commands = _worker_commands(root, flow, parts, *options)
             window = WINDOW_FACTOR * concurrency
-            outcome = loop.run(run_parallel(commands, fd, out, window=window, bar=bar))
+            outcome = loop.run(run_parallel(commands, parts, fd, out, window=window, bar=bar))
         else:
-            batch = run_events(runner, fd, out, concurrency=concurrency, bar=bar, eager=worker)
+            batch = run_events(runner, fd, out, concurrency=concurrency, bar=bar, worker=worker)
             outcome = loop.run(batch)
     if worker:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
@@ -158,24 +159,23 @@ def _prepare_state(plan: Any) -> None:
 def _worker_commands(
     root: Path,
     flow: str,
-    concurrency: int,
-    workers: int,
+    parts: list[int],
     secrets_file: Path | None,
     dry_run: bool,
     on_complete: bool,
+    debug: bool,
 ) -> list[list[str]]:
-    """The command line of each worker process, with its share of the concurrency."""
-    from flowrunner.workers import shares
-
-    common = [sys.executable, "-m", "flowrunner", "--project", str(root), "run", flow]
-    common += ["--events", "-", "--worker"]
+    """The command line of each worker process, with its part of the concurrency."""
+    common = [sys.executable, "-m", "flowrunner", "--project", str(root)]
+    common += ["--debug"] if debug else []
+    common += ["run", flow, "--events", "-", "--worker"]
     if secrets_file is not None:
         common += ["--secrets-file", str(secrets_file)]
     if dry_run:
         common.append("--dry-run")
     if not on_complete:
         common.append("--no-on-complete")
-    return [[*common, "--concurrency", str(share)] for share in shares(concurrency, workers)]
+    return [[*common, "--concurrency", str(part)] for part in parts]
 
 
 def _batch_exit(outcome: Outcome, events: str) -> int:

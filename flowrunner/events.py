@@ -75,8 +75,11 @@ class LineReader:
     read on.
     """
 
-    def __init__(self, fd: int, deliver: Callable[[Chunk | OSError | None], None]) -> None:
+    def __init__(
+        self, fd: int, deliver: Callable[[Chunk | OSError | None], None], *, skip_bom: bool = True
+    ) -> None:
         self._fd = fd
+        self._skip_bom = skip_bom
         self._deliver = deliver
         self._room = threading.Semaphore(AHEAD)
         self._stopped = False
@@ -114,7 +117,7 @@ class LineReader:
     def _chunks(self) -> Iterator[Chunk]:
         splitter = LineSplitter()
         size = 0  # bytes read and not yet handed on
-        first = True
+        first = self._skip_bom
         while not self._stopped:
             data = self._read()
             if not data:

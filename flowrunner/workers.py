@@ -5,11 +5,14 @@ are run by N worker processes, each the single-process batch of :mod:`flowrunner
 (``flowrunner run FLOW --events - --worker``) with its share of ``--concurrency``, its
 own connection pool, state connection and group commits. This process (the parent):
 
-* reads and numbers the lines with the same reader and the same window of
-  ``4 × concurrency`` lines as a single-process batch, refuses lines over the size
-  limit itself, and hands every other line to the workers in turn, through their stdin;
+* waits until every worker says it is ready (its first output line), then reads and
+  numbers the lines with the same reader and the same window of ``4 × concurrency``
+  lines as a single-process batch, refuses lines over the size limit itself, and hands
+  every other line to the worker with the fewest unanswered lines for its share of the
+  concurrency, through the worker's stdin;
 * knows which line went to which worker in which order; a worker writes one record per
-  line it read, in the order it read them, so each record's ``"line"`` (always its first
+  line it read, in the order it read them (and skips no byte-order mark: the input's
+  own was skipped here), so each record's ``"line"`` (always its first
   member) is replaced by the batch's line number as it comes back;
 * counts each record by its status and writes all records in input order, with the
   progress bar and the summary of a single-process batch.
@@ -35,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from flowrunner.batch import TICK, Ordered, Outcome, Output
+from flowrunner.batch import READY, TICK, Ordered, Outcome, Output
 from flowrunner.events import Chunk, Invalid, LineReader, Oversize, dumps_line, parse_line
 from flowrunner.progress import ProgressBar
 
@@ -47,9 +50,10 @@ _STATUS = re.compile(rb'"status":"([A-Z]+)"')  # the first one is the record's o
 class Worker:
     """A worker process and the numbers of the lines it was given and has not answered."""
 
-    def __init__(self, index: int, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, index: int, proc: asyncio.subprocess.Process, share: int) -> None:
         self.index = index
         self.proc = proc
+        self.share = share  # its part of the concurrency
         self.lines: deque[int] = deque()
         self.unsent: list[bytes] = []  # lines given to it, written at the next send
         self.writable = True
@@ -75,11 +79,13 @@ def shares(concurrency: int, workers: int) -> list[int]:
 
 
 class ParallelBatch(Ordered):
-    """One batch over worker processes started from ``commands`` (one argv each)."""
+    """One batch over worker processes started from ``commands`` (one argv each), each
+    running its ``shares`` part of the concurrency."""
 
     def __init__(
         self,
         commands: Sequence[Sequence[str]],
+        shares: Sequence[int],
         fd: int,
         output: Output,
         *,
@@ -89,17 +95,16 @@ class ParallelBatch(Ordered):
     ) -> None:
         super().__init__(output, window=window, bar=bar)
         self.commands = commands
+        self.shares = shares
         self.fd = fd
         self.stderr = stderr
         self._workers: list[Worker] = []
-        self._turn = 0
         self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        for index, command in enumerate(self.commands):
+        for index, (command, share) in enumerate(zip(self.commands, self.shares, strict=True)):
             proc = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.PIPE,
@@ -107,12 +112,16 @@ class ParallelBatch(Ordered):
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a Ctrl-C on the terminal reaches the parent only
             )
-            self._workers.append(Worker(index, proc))
+            self._workers.append(Worker(index, proc, share))
+        tasks = [loop.create_task(self._relay(w)) for w in self._workers]
+        # reading starts once every worker is ready (or gone): the rate, like that of a
+        # single-process batch, leaves start-up out
+        await asyncio.gather(*(self._hello(w) for w in self._workers))
+        started = time.monotonic()
         reader = self._reader = LineReader(self.fd, self._deliver(loop))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signalled)
-        tasks = [loop.create_task(self._collect(w)) for w in self._workers]
-        tasks += [loop.create_task(self._relay(w)) for w in self._workers]
+        tasks += [loop.create_task(self._collect(w)) for w in self._workers]
         self._dispatcher = loop.create_task(self._dispatch())
         self._timers["tick"] = loop.call_later(TICK, self._tick)
         reader.start()
@@ -184,14 +193,17 @@ class ParallelBatch(Ordered):
             worker.close_input()
 
     def _pick(self) -> Worker | None:
-        """The next worker in turn that still takes lines."""
-        count = len(self._workers)
-        for _ in range(count):
-            worker = self._workers[self._turn % count]
-            self._turn += 1
+        """The worker that still takes lines with the fewest unanswered lines for its
+        share of the concurrency: shares are kept in proportion, and a worker held up
+        by slow executions gets fewer new lines."""
+        best: Worker | None = None
+        best_load = 0.0
+        for worker in self._workers:
             if worker.writable:
-                return worker
-        return None
+                load = len(worker.lines) / worker.share
+                if best is None or load < best_load:
+                    best, best_load = worker, load
+        return best
 
     async def _send(self) -> None:
         for worker in self._workers:
@@ -209,6 +221,14 @@ class ParallelBatch(Ordered):
                 worker.writable = False
 
     # ---- taking records back ----------------------------------------------------------
+
+    async def _hello(self, worker: Worker) -> None:
+        """Wait for the worker's first line, which says it is ready; a worker that ends
+        before (its stderr says why) takes no lines."""
+        stdout = worker.proc.stdout
+        assert stdout is not None
+        if await stdout.readline() != READY:
+            worker.writable = False
 
     async def _collect(self, worker: Worker) -> None:
         stdout = worker.proc.stdout
@@ -240,12 +260,13 @@ class ParallelBatch(Ordered):
             counts.interrupted += 1
         else:
             counts.failed += 1
-        push = record.rfind(b'"on_complete":{')
-        if push >= 0:
-            if b'"status":"pending"' in record[push:]:
-                counts.pending += 1
-            elif b'"status":"dead"' in record[push:]:
-                counts.dead += 1
+        # the record's own "on_complete" is its last member (a key of that name in
+        # "keys" comes before it): null, or an object holding the push's status
+        push = record[record.rfind(b'"on_complete":') :]
+        if b'"status":"pending"' in push:
+            counts.pending += 1
+        elif b'"status":"dead"' in push:
+            counts.dead += 1
         # every record starts {"line":n, ... : put the batch's number in place of n
         rest = record[record.find(b",") + 1 :]
         self._finish(number, b'{"line":%d,%s\n' % (number, rest))
@@ -299,8 +320,15 @@ class ParallelBatch(Ordered):
 
 
 async def run_parallel(
-    commands: Sequence[Sequence[str]], fd: int, output: Output, *, window: int, bar: ProgressBar
+    commands: Sequence[Sequence[str]],
+    shares: Sequence[int],
+    fd: int,
+    output: Output,
+    *,
+    window: int,
+    bar: ProgressBar,
 ) -> Outcome:
     """Run every line of ``fd`` over one worker per command; write the records."""
-    batch = ParallelBatch(commands, fd, output, window=window, bar=bar, stderr=sys.stderr.buffer)
+    stderr = sys.stderr.buffer
+    batch = ParallelBatch(commands, shares, fd, output, window=window, bar=bar, stderr=stderr)
     return await batch.run()
