@@ -194,6 +194,35 @@ def _with_lines(mark: Mark, value: str, text_lines: list[str], end_line: int) ->
     return Mark(mark.line, mark.column, mark.style, tuple(entries))
 
 
+_ESCAPE_SIZES = {"x": 4, "u": 6, "U": 10}  # \\xHH, \\uHHHH, \\UHHHHHHHH; others: 2
+
+
+def _with_escapes(mark: Mark, source: str) -> Mark:
+    """``mark`` with a map from offsets in the value to columns, for a one-line quoted
+    scalar whose ``source`` (quotes included) holds escapes: ``\\n``, ``\\"`` or
+    ``\\u00e9`` in double quotes, ``''`` in single quotes, each one character of the
+    value written with more. Without one, offsets and columns differ by the quote.
+    """
+    double = mark.style == '"'
+    if ("\\" if double else "''") not in source:
+        return mark
+    entries = [(0, mark.line, mark.column + 1)]
+    index, offset, end = 1, 0, len(source) - 1  # after the opening quote
+    while index < end:
+        char = source[index]
+        if double and char == "\\":
+            index += _ESCAPE_SIZES.get(source[index + 1 : index + 2], 2)
+        elif not double and char == "'":
+            index += 2  # '' is one quote
+        else:
+            index += 1
+            offset += 1
+            continue
+        offset += 1
+        entries.append((offset, mark.line, mark.column + index))
+    return Mark(mark.line, mark.column, mark.style, tuple(entries))
+
+
 def _short(tag: str) -> str:
     return "!!" + tag[len(_Y) :] if tag.startswith(_Y) else tag
 
@@ -294,8 +323,12 @@ class _Builder:
         style = (event.style or None) if type(value) is str else None
         mark = _mark(event, style)
         end: Any = event.end_mark
-        if type(value) is str and end.line > mark.line - 1 and self.text_lines:
-            mark = _with_lines(mark, value, self.text_lines, end.line)  # spans lines
+        if type(value) is str and self.text_lines:
+            if end.line > mark.line - 1:
+                mark = _with_lines(mark, value, self.text_lines, end.line)  # spans lines
+            elif style in ("'", '"'):
+                source = self.text_lines[end.line][mark.column - 1 : end.column]
+                mark = _with_escapes(mark, source)
         self._attach(value, mark)
 
     def _attach(self, value: Any, mark: Mark) -> Path | None:
