@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from flowrunner.jsoncodec import compact
 from flowrunner.result import ExecutionRecord, iso
 
 # callDetails field <- $call name
@@ -27,7 +27,7 @@ def key_value(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact(value)
 
 
 def _text(value: Any) -> str | None:
@@ -69,7 +69,7 @@ def build_payload(record: ExecutionRecord) -> dict[str, Any]:
 
 def encode(payload: Mapping[str, Any]) -> bytes:
     """The exact bytes sent (and stored in the outbox)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return compact(payload).encode()
 
 
 def webhook_id(execution_id: str) -> str:

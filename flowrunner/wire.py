@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from urllib.parse import urlencode
 
 from flowrunner import __version__
 from flowrunner import model as m
+from flowrunner.jsoncodec import compact
 from flowrunner.secrets import Secrets
 
 USER_AGENT = f"flowrunner/{__version__}"
@@ -49,7 +49,7 @@ def flat_value(value: Any) -> str:
         return value
     if value is None:
         return ""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact(value)
 
 
 def flatten(groups: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from flowrunner.jsoncodec import compact
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewPush:
@@ -122,7 +124,7 @@ Item = tuple[Record, NewPush | None]
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact(value)
 
 
 def _run_row(record: Record) -> tuple[Any, ...]:

@@ -3,7 +3,6 @@ within the output limit, and the translation of render exceptions into TemplateE
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -14,6 +13,7 @@ from markupsafe import Markup
 
 from flowrunner import limits
 from flowrunner.errors import TemplateError, UndefinedReference, Where
+from flowrunner.jsoncodec import compact
 from flowrunner.limits import MAX_VALUE, LimitExceeded
 from flowrunner.references import Missing
 
@@ -31,7 +31,7 @@ def format_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float | dict | list | tuple):
         try:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+            return compact(value)
         except (TypeError, ValueError):  # keys JSON cannot hold, or a cycle
             return str(value)
     return str(value)
