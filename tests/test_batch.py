@@ -592,3 +592,41 @@ def test_progress_texts() -> None:
     assert bar_text(1000, 10.0, 250, 1000) == (
         "[#####...............]  25%  1,000/~4,000  100/s  ETA 0:30"
     )
+
+
+def test_ctrl_c_while_the_command_is_imported_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's modules take a tenth of a second to import: a Ctrl-C then is an
+    interrupt like any other (exit 130), not a traceback."""
+    import importlib.abc
+
+    from flowrunner.__main__ import entry
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "flowrunner.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "flowrunner.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stopped:
+        entry()
+    assert stopped.value.code == 130
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6])
+async def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path: Path, delay: float) -> None:
+    """SIGINT while the command's modules are imported, while the flow loads, or once
+    the batch waits on its input: never a traceback."""
+    root = project(tmp_path, free_port())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowrunner", "--project", str(root), "run", "probe",
+        "--events", "-", "--no-on-complete",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=root,
+    )  # fmt: skip
+    await asyncio.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert "Traceback" not in err.decode()
+    assert proc.returncode in (130, 1), err.decode()  # 1: click's own, while it parses

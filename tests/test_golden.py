@@ -379,7 +379,7 @@ def test_pre_commit_hook_definition() -> None:
 def test_pre_commit_entry_command_exists() -> None:
     program, *args = "flowrunner validate".split()
     scripts = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    assert f'\n{program} = "flowrunner.cli:main"' in scripts
+    assert f'\n{program} = "flowrunner.__main__:entry"' in scripts
     installed = shutil.which(program, path=str(Path(sys.executable).parent))
     assert installed is not None, f"{program} is not installed beside {sys.executable}"
     # as pre-commit runs it: the entry, then the staged file names
