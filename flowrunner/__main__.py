@@ -13,9 +13,10 @@ EXIT_INTERRUPTED = 130
 def entry() -> None:
     try:
         from flowrunner.cli import main
-    except KeyboardInterrupt:
+
+        main()
+    except KeyboardInterrupt:  # one that escaped the command's own handling
         sys.exit(EXIT_INTERRUPTED)
-    main()
 
 
 if __name__ == "__main__":
