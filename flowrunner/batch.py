@@ -26,7 +26,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +121,38 @@ class Ordered:
         self._stopping = False
         self._ticks = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
+        self._reader: LineReader | None = None
 
     def interrupt(self) -> None:
         raise NotImplementedError
+
+    def _start_reading(self, fd: int, *, skip_bom: bool = True) -> LineReader:
+        """Start the reader thread; :meth:`_read_chunks` takes what it reads."""
+        loop = asyncio.get_running_loop()
+
+        def deliver(item: Chunk | OSError | None) -> None:
+            loop.call_soon_threadsafe(self._chunks.put_nowait, item)
+
+        reader = self._reader = LineReader(fd, deliver, skip_bom=skip_bom)
+        reader.start()
+        return reader
+
+    def _stop_reading(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
+
+    async def _read_chunks(self) -> AsyncIterator[Chunk]:
+        """The chunks read, until the end of the input or a read error (kept in the
+        outcome); the bytes of a chunk count as read once it has been handled."""
+        while (chunk := await self._chunks.get()) is not None:
+            if isinstance(chunk, OSError):
+                self.outcome.read_error = chunk
+                return
+            assert self._reader is not None
+            self._reader.taken()
+            yield chunk
+            self._read_bytes += chunk.size
 
     def _signalled(self) -> None:
         self.outcome.interrupted = True
@@ -209,14 +238,12 @@ class Batch(Ordered):
         self.fd = fd
         self.concurrency = concurrency
         self.worker = worker
-        self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
         self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        reader = self._reader = LineReader(self.fd, self._deliver(loop), skip_bom=not self.worker)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signalled)
         if self.worker:
@@ -225,13 +252,13 @@ class Batch(Ordered):
         self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
         self._dispatcher = loop.create_task(self._dispatch())
         self._timers["tick"] = loop.call_later(TICK, self._tick)
-        reader.start()
+        self._start_reading(self.fd, skip_bom=not self.worker)
         try:
             results = await asyncio.gather(self._dispatcher, *self._workers, return_exceptions=True)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            reader.stop()
+            self._stop_reading()
         for result in results:
             if isinstance(result, Exception):
                 raise result  # a bug: the guarded command reports it
@@ -246,7 +273,7 @@ class Batch(Ordered):
             self._cancel_workers()
             return
         self._stopping = True
-        self._reader.stop()
+        self._stop_reading()
         self._dispatcher.cancel()
         while not self._work.empty():
             item = self._work.get_nowait()
@@ -261,20 +288,10 @@ class Batch(Ordered):
         for worker in self._workers:
             worker.cancel()
 
-    def _deliver(self, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
-        def deliver(item: Chunk | OSError | None) -> None:
-            loop.call_soon_threadsafe(self._chunks.put_nowait, item)
-
-        return deliver
-
     # ---- reading and dispatching ------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        while (chunk := await self._chunks.get()) is not None:
-            if isinstance(chunk, OSError):
-                self.outcome.read_error = chunk
-                break
-            self._reader.taken()
+        async for chunk in self._read_chunks():
             for raw in chunk.lines:
                 await self._wait_for_room()
                 number = self._next_line
@@ -288,7 +305,6 @@ class Batch(Ordered):
                         call=call, keys=keys, user_keys=user_keys, execution_id=time_ordered_id()
                     )
                     self._work.put_nowait((number, inputs))
-            self._read_bytes += chunk.size
             self._idle()
         for _ in self._workers:
             self._work.put_nowait(None)

@@ -35,11 +35,11 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import IO
 
 from flowrunner.batch import READY, TICK, Ordered, Outcome, Output
-from flowrunner.events import Chunk, Invalid, LineReader, Oversize, dumps_line, parse_line
+from flowrunner.events import Invalid, Oversize, dumps_line, parse_line
 from flowrunner.progress import ProgressBar
 
 READ_SIZE = 1 << 16
@@ -99,7 +99,6 @@ class ParallelBatch(Ordered):
         self.fd = fd
         self.stderr = stderr
         self._workers: list[Worker] = []
-        self._chunks: asyncio.Queue[Chunk | OSError | None] = asyncio.Queue()
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
@@ -118,19 +117,18 @@ class ParallelBatch(Ordered):
         # single-process batch, leaves start-up out
         await asyncio.gather(*(self._hello(w) for w in self._workers))
         started = time.monotonic()
-        reader = self._reader = LineReader(self.fd, self._deliver(loop))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signalled)
         tasks += [loop.create_task(self._collect(w)) for w in self._workers]
         self._dispatcher = loop.create_task(self._dispatch())
         self._timers["tick"] = loop.call_later(TICK, self._tick)
-        reader.start()
+        self._start_reading(self.fd)
         try:
             results = await asyncio.gather(self._dispatcher, *tasks, return_exceptions=True)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            reader.stop()
+            self._stop_reading()
             for worker in self._workers:
                 if worker.proc.returncode is None:  # only after a bug here
                     worker.proc.kill()
@@ -147,25 +145,15 @@ class ParallelBatch(Ordered):
         if self._stopping:
             return
         self._stopping = True
-        self._reader.stop()
+        self._stop_reading()
         self._dispatcher.cancel()
         for worker in self._workers:
             worker.close_input()
 
-    def _deliver(self, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
-        def deliver(item: Chunk | OSError | None) -> None:
-            loop.call_soon_threadsafe(self._chunks.put_nowait, item)
-
-        return deliver
-
     # ---- handing lines out ------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        while (chunk := await self._chunks.get()) is not None:
-            if isinstance(chunk, OSError):
-                self.outcome.read_error = chunk
-                break
-            self._reader.taken()
+        async for chunk in self._read_chunks():
             for raw in chunk.lines:
                 if self._next_line - self._next_out >= self.window:
                     await self._send()  # nothing may wait unsent while the window is full
@@ -182,12 +170,11 @@ class ParallelBatch(Ordered):
                     self._lost(number, "no worker process is left")
                     self._report("flowrunner: every worker process has ended; reading stopped")
                     self.outcome.worker_error = True
-                    self._reader.stop()
+                    self._stop_reading()
                     return  # every worker's input is closed already
                 worker.lines.append(number)
                 worker.unsent.append(raw)
             await self._send()
-            self._read_bytes += chunk.size
         await self._send()
         for worker in self._workers:
             worker.close_input()

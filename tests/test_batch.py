@@ -167,8 +167,15 @@ async def flowrunner(
 
 # ---- through the CLI ---------------------------------------------------------------
 
+# the same batch in one process and spread over two worker processes (--workers 2):
+# what a user sees must not differ
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "2-workers"])
 
-async def test_every_line_gets_a_record_in_order(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+
+@WORKERS
+async def test_every_line_gets_a_record_in_order(
+    tmp_path: Path, sink: tuple[Sink, int], workers: str
+) -> None:
     state, port = sink
     root = project(tmp_path, port)
     lines = [
@@ -185,7 +192,9 @@ async def test_every_line_gets_a_record_in_order(tmp_path: Path, sink: tuple[Sin
         b'{"call": {"cli": "+1010"}}',  # the last line may lack its newline
     ]
     (tmp_path / "events.jsonl").write_bytes(b"".join(lines))
-    done = await flowrunner(root, "--events", "events.jsonl", "--no-on-complete")
+    done = await flowrunner(
+        root, "--events", "events.jsonl", "--no-on-complete", "--workers", workers
+    )
 
     assert done.code == 1  # invalid lines
     assert [r["line"] for r in done.records] == list(range(1, 12))
@@ -211,8 +220,9 @@ async def test_every_line_gets_a_record_in_order(tmp_path: Path, sink: tuple[Sin
     assert "11 executions: 3 completed, 0 failed, 8 invalid, 0 pushes pending;" in done.stderr
 
 
+@WORKERS
 async def test_records_keep_input_order_when_executions_finish_out_of_order(
-    tmp_path: Path, sink: tuple[Sink, int]
+    tmp_path: Path, sink: tuple[Sink, int], workers: str
 ) -> None:
     state, port = sink
     root = project(tmp_path, port)
@@ -221,7 +231,14 @@ async def test_records_keep_input_order_when_executions_finish_out_of_order(
     data = b"".join(event(f"+{i}", delay=0.002 * (count - i) * (i % 3 == 0)) for i in range(count))
     (tmp_path / "events.jsonl").write_bytes(data)
     done = await flowrunner(
-        root, "--events", "events.jsonl", "--no-on-complete", "--concurrency", "8"
+        root,
+        "--events",
+        "events.jsonl",
+        "--no-on-complete",
+        "--concurrency",
+        "8",
+        "--workers",
+        workers,
     )
     assert done.code == 0, done.stderr
     assert [r["line"] for r in done.records] == list(range(1, count + 1))
@@ -244,21 +261,34 @@ async def test_concurrency_bound(tmp_path: Path, sink: tuple[Sink, int], concurr
     assert 1 <= state.max_in_flight <= concurrency
 
 
-async def test_stdin_input(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+@WORKERS
+async def test_stdin_input(tmp_path: Path, sink: tuple[Sink, int], workers: str) -> None:
     _, port = sink
     root = project(tmp_path, port)
     data = b"".join(event(f"+{i}") for i in range(25))
-    done = await flowrunner(root, "--events", "-", "--no-on-complete", stdin=data)
+    done = await flowrunner(
+        root, "--events", "-", "--no-on-complete", "--workers", workers, stdin=data
+    )
     assert done.code == 0, done.stderr
     assert [r["keys"]["caller"] for r in done.records] == [f"+{i}" for i in range(25)]
 
 
-async def test_output_file_and_history(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+@WORKERS
+async def test_output_file_and_history(
+    tmp_path: Path, sink: tuple[Sink, int], workers: str
+) -> None:
     _, port = sink
     root = project(tmp_path, port)
     (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}") for i in range(30)))
     done = await flowrunner(
-        root, "--events", "events.jsonl", "--no-on-complete", "--output", "out.jsonl"
+        root,
+        "--events",
+        "events.jsonl",
+        "--no-on-complete",
+        "--output",
+        "out.jsonl",
+        "--workers",
+        workers,
     )
     assert (done.code, done.records) == (0, [])
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -286,15 +316,18 @@ async def test_exit_0_and_1(tmp_path: Path, sink: tuple[Sink, int]) -> None:
     assert "2 executions: 1 completed, 1 failed, 0 invalid, 0 pushes pending;" in bad.stderr
 
 
-async def test_pushes_delivered_or_pending(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+@WORKERS
+async def test_pushes_delivered_or_pending(
+    tmp_path: Path, sink: tuple[Sink, int], workers: str
+) -> None:
     state, port = sink
     (tmp_path / "up").mkdir()
     (tmp_path / "down").mkdir()
     up = project(tmp_path / "up", port)
     down = project(tmp_path / "down", port, push_port=free_port())
     data = b"".join(event(f"+{i}") for i in range(5))
-    delivered = await flowrunner(up, "--events", "-", stdin=data)
-    pending = await flowrunner(down, "--events", "-", stdin=data)
+    delivered = await flowrunner(up, "--events", "-", "--workers", workers, stdin=data)
+    pending = await flowrunner(down, "--events", "-", "--workers", workers, stdin=data)
 
     assert delivered.code == 0, delivered.stderr
     assert {r["on_complete"]["status"] for r in delivered.records} == {"delivered"}
@@ -305,10 +338,12 @@ async def test_pushes_delivered_or_pending(tmp_path: Path, sink: tuple[Sink, int
     assert "deliveries drain" in pending.stderr
 
 
-async def test_dry_run_sends_nothing(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+@WORKERS
+async def test_dry_run_sends_nothing(tmp_path: Path, sink: tuple[Sink, int], workers: str) -> None:
     state, port = sink
     root = project(tmp_path, port)
-    done = await flowrunner(root, "--events", "-", "--dry-run", stdin=event("+1") + event("+2"))
+    data = event("+1") + event("+2")
+    done = await flowrunner(root, "--events", "-", "--dry-run", "--workers", workers, stdin=data)
     assert done.code == 0, done.stderr
     assert [r["status"] for r in done.records] == ["COMPLETED", "COMPLETED"]
     assert done.records[0]["steps"][1]["request"]["url"] == f"http://127.0.0.1:{port}/api"
@@ -341,15 +376,16 @@ async def start_batch(root: Path, *args: str) -> asyncio.subprocess.Process:
     [(signal.SIGINT, "--no-on-complete"), (signal.SIGTERM, "--concurrency=8")],
     ids=["SIGINT", "SIGTERM-with-pushes"],
 )
+@WORKERS
 async def test_interrupt(
-    tmp_path: Path, sink: tuple[Sink, int], sig: signal.Signals, push: str
+    tmp_path: Path, sink: tuple[Sink, int], sig: signal.Signals, push: str, workers: str
 ) -> None:
     state, port = sink
     root = project(tmp_path, port)
     (tmp_path / "events.jsonl").write_bytes(
         b"".join(event(f"+{i}", delay=0.05) for i in range(5000))
     )
-    proc = await start_batch(root, "--concurrency", "8", push)
+    proc = await start_batch(root, "--concurrency", "8", push, "--workers", workers)
     while state.requests < 40:
         await asyncio.sleep(0.02)
     proc.send_signal(sig)
@@ -363,17 +399,21 @@ async def test_interrupt(
     numbers = [r["line"] for r in records]
     assert numbers == list(range(1, len(records) + 1))
     assert 40 <= len(records) < 5000
-    assert {r["status"] for r in records} <= {"COMPLETED", "INTERRUPTED"}
-    assert "interrupted" in err.decode()
+    statuses = [r["status"] for r in records]
+    assert set(statuses) == {"COMPLETED", "INTERRUPTED"}
+    interrupted = statuses.count("INTERRUPTED")
+    assert f"{len(records)} executions: {statuses.count('COMPLETED')} completed, " in err.decode()
+    assert f", {interrupted} interrupted, " in err.decode()
 
 
+@WORKERS
 async def test_second_interrupt_cancels_executions_in_flight(
-    tmp_path: Path, sink: tuple[Sink, int]
+    tmp_path: Path, sink: tuple[Sink, int], workers: str
 ) -> None:
     state, port = sink
     root = project(tmp_path, port)
     (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}", delay=60) for i in range(50)))
-    proc = await start_batch(root, "--concurrency", "4", "--no-on-complete")
+    proc = await start_batch(root, "--concurrency", "4", "--no-on-complete", "--workers", workers)
     while state.in_flight < 4:
         await asyncio.sleep(0.02)
     proc.send_signal(signal.SIGINT)

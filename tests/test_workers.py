@@ -1,11 +1,12 @@
 """``run --events --workers N``: one batch spread over worker processes.
 
-The real CLI runs in a subprocess against a real loopback sink and a real state file:
-one record per input line in input order (broken lines included), the concurrency
-shared between the workers, stdin and ``--output``, the run history, pushes (and a flow
-key that merely looks like one), dry runs, a byte-order mark after the first line,
-SIGINT and SIGTERM (once and twice), a worker killed mid-batch, the usage errors, and
-how ``--concurrency`` is split (:func:`flowrunner.workers.shares`).
+What only a batch over workers has. (What a user sees of any batch, with and without
+workers alike, is in ``test_batch.py``: records, order, stdin, history, pushes, dry
+runs, interrupts.) The real CLI runs in a subprocess against a real loopback sink and a
+real state file: the concurrency shared between the workers, fewer lines than workers,
+a byte-order mark after the first line, a flow key that merely looks like a push, a
+worker killed mid-batch, the usage errors, and how ``--concurrency`` is split
+(:func:`flowrunner.workers.shares`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from test_batch import (  # noqa: F401
     start_batch,
 )
 
-from flowrunner.events import MAX_LINE
 from flowrunner.workers import shares
 
 SUMMARY = re.compile(
@@ -100,70 +99,6 @@ async def until(condition: Callable[[], bool], timeout: float = 30) -> None:
 # ---- records ----------------------------------------------------------------------
 
 
-async def test_every_line_gets_a_record_in_order(tmp_path: Path, sink: tuple[Sink, int]) -> None:
-    state, port = sink
-    root = project(tmp_path, port)
-    lines = [
-        event("+1000"),
-        b"not json\n",
-        b"[1, 2]\n",
-        b'{"call": "+1555"}\n',
-        b'{"call": {"cli": "\xff\xfe"}}\n',
-        b"\n",
-        b'{"call": {"cli": "' + b"x" * (MAX_LINE + 10) + b'"}}\n',
-        b'{"calls": {}}\n',
-        b'{"keys": {"bad name": 1}}\n',
-        event("+1009"),
-        b'{"call": {"cli": "+1010"}}',  # the last line may lack its newline
-    ]
-    (tmp_path / "events.jsonl").write_bytes(b"".join(lines))
-    done = await flowrunner(root, "--events", "events.jsonl", "--no-on-complete", "--workers", "3")
-
-    assert done.code == 1, done.stderr  # invalid lines
-    assert [r["line"] for r in done.records] == list(range(1, 12))
-    reasons = {r["line"]: r["error"]["reason"] for r in done.records if r["status"] == "INVALID"}
-    assert reasons == {
-        2: "INVALID_JSON",
-        3: "NOT_AN_OBJECT",
-        4: "WRONG_TYPE",
-        5: "INVALID_UTF8",
-        6: "EMPTY_LINE",
-        7: "LINE_TOO_LONG",
-        8: "UNKNOWN_MEMBER",
-        9: "INVALID_NAME",
-    }
-    ran = [r for r in done.records if r["status"] != "INVALID"]
-    assert [(r["line"], r["status"], r["keys"]["caller"]) for r in ran] == [
-        (1, "COMPLETED", "+1000"),
-        (10, "COMPLETED", "+1009"),
-        (11, "COMPLETED", "+1010"),
-    ]
-    assert all(len(json.dumps(r)) < 300 for r in done.records if r["status"] == "INVALID")
-    assert state.requests == 3
-    assert "11 executions: 3 completed, 0 failed, 8 invalid, 0 pushes pending;" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-async def test_records_keep_input_order_when_executions_finish_out_of_order(
-    tmp_path: Path, sink: tuple[Sink, int]
-) -> None:
-    state, port = sink
-    root = project(tmp_path, port)
-    count = 60
-    # early lines answer slowest: completion order is roughly the reverse of input order
-    data = b"".join(event(f"+{i}", delay=0.002 * (count - i) * (i % 3 == 0)) for i in range(count))
-    (tmp_path / "events.jsonl").write_bytes(data)
-    done = await flowrunner(
-        root,
-        "--events", "events.jsonl", "--no-on-complete", "--concurrency", "8", "--workers", "2",
-    )  # fmt: skip
-    assert done.code == 0, done.stderr
-    assert [r["line"] for r in done.records] == list(range(1, count + 1))
-    assert [r["keys"]["caller"] for r in done.records] == [f"+{i}" for i in range(count)]
-    assert [c["cli"] for c in state.calls] != [f"+{i}" for i in range(count)]  # out of order
-    assert summary_counts(done.stderr)["completed"] == count
-
-
 @pytest.mark.parametrize(("workers", "concurrency"), [(2, 4), (3, 16)])
 async def test_concurrency_bound_across_workers(
     tmp_path: Path, sink: tuple[Sink, int], workers: int, concurrency: int
@@ -184,18 +119,6 @@ async def test_concurrency_bound_across_workers(
     assert 2 <= state.max_in_flight <= concurrency
 
 
-async def test_stdin_input(tmp_path: Path, sink: tuple[Sink, int]) -> None:
-    state, port = sink
-    root = project(tmp_path, port)
-    data = b"".join(event(f"+{i}") for i in range(25))
-    done = await flowrunner(root, "--events", "-", "--no-on-complete", "--workers", "2", stdin=data)
-    assert done.code == 0, done.stderr
-    assert [r["line"] for r in done.records] == list(range(1, 26))
-    assert [r["keys"]["caller"] for r in done.records] == [f"+{i}" for i in range(25)]
-    assert state.requests == 25
-    assert "25 executions: 25 completed, 0 failed, 0 invalid, 0 pushes pending;" in done.stderr
-
-
 async def test_fewer_lines_than_workers(tmp_path: Path, sink: tuple[Sink, int]) -> None:
     state, port = sink
     root = project(tmp_path, port)
@@ -210,61 +133,6 @@ async def test_fewer_lines_than_workers(tmp_path: Path, sink: tuple[Sink, int]) 
     assert (empty.code, empty.records) == (0, []), empty.stderr
     assert "0 executions: 0 completed, 0 failed, 0 invalid, 0 pushes pending;" in empty.stderr
     assert state.requests == 1
-
-
-async def test_output_file_and_history(tmp_path: Path, sink: tuple[Sink, int]) -> None:
-    _, port = sink
-    root = project(tmp_path, port)
-    (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}") for i in range(30)))
-    done = await flowrunner(
-        root,
-        "--events", "events.jsonl", "--no-on-complete", "--output", "out.jsonl",
-        "--workers", "2", "--concurrency", "4",
-    )  # fmt: skip
-    assert (done.code, done.records) == (0, []), done.stderr
-    records = read_records(tmp_path / "out.jsonl")
-    assert [r["line"] for r in records] == list(range(1, 31))
-    assert [r["keys"]["caller"] for r in records] == [f"+{i}" for i in range(30)]
-    with sqlite3.connect(tmp_path / ".flowrunner" / "state.db") as db:
-        stored = dict(db.execute("SELECT execution_id, record FROM runs").fetchall())
-    assert len(stored) == 30
-    assert set(stored) == {r["execution_id"] for r in records}
-    last = records[-1]
-    del last["line"]
-    assert json.loads(stored[last["execution_id"]]) == last
-
-
-async def test_pushes_delivered_or_pending(tmp_path: Path, sink: tuple[Sink, int]) -> None:
-    state, port = sink
-    (tmp_path / "up").mkdir()
-    (tmp_path / "down").mkdir()
-    up = project(tmp_path / "up", port)
-    down = project(tmp_path / "down", port, push_port=free_port())
-    data = b"".join(event(f"+{i}") for i in range(6))
-    delivered = await flowrunner(up, "--events", "-", "--workers", "2", stdin=data)
-    pending = await flowrunner(down, "--events", "-", "--workers", "2", stdin=data)
-
-    assert delivered.code == 0, delivered.stderr
-    assert [r["on_complete"]["status"] for r in delivered.records] == ["delivered"] * 6
-    assert state.pushes == 6
-    assert pending.code == 75, pending.stderr
-    assert [r["on_complete"]["status"] for r in pending.records] == ["pending"] * 6
-    assert "6 executions: 6 completed, 0 failed, 0 invalid, 6 pushes pending;" in pending.stderr
-    assert "6 on-complete pushes are waiting in the outbox" in pending.stderr
-    assert "deliveries drain" in pending.stderr
-
-
-async def test_dry_run_sends_nothing(tmp_path: Path, sink: tuple[Sink, int]) -> None:
-    state, port = sink
-    root = project(tmp_path, port)
-    data = b"".join(event(f"+{i}") for i in range(4))
-    done = await flowrunner(root, "--events", "-", "--dry-run", "--workers", "2", stdin=data)
-    assert done.code == 0, done.stderr
-    assert [r["status"] for r in done.records] == ["COMPLETED"] * 4
-    assert [r["keys"]["caller"] for r in done.records] == [f"+{i}" for i in range(4)]
-    assert done.records[0]["steps"][1]["request"]["url"] == f"http://127.0.0.1:{port}/api"
-    assert (state.requests, state.pushes) == (0, 0)
-    assert not (tmp_path / ".flowrunner").exists()
 
 
 async def test_a_byte_order_mark_is_skipped_at_the_start_of_the_input_only(
@@ -297,63 +165,6 @@ async def test_a_flow_key_named_on_complete_is_not_counted_as_a_push(
     assert "1 executions: 1 completed, 0 failed, 0 invalid, 0 pushes pending;" in done.stderr
     assert "pushes dead" not in done.stderr
     assert done.code == 0
-
-
-# ---- interrupts -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("sig", "push"),
-    [(signal.SIGINT, "--no-on-complete"), (signal.SIGTERM, "--concurrency=8")],
-    ids=["SIGINT", "SIGTERM-with-pushes"],
-)
-async def test_interrupt(
-    tmp_path: Path, sink: tuple[Sink, int], sig: signal.Signals, push: str
-) -> None:
-    state, port = sink
-    root = project(tmp_path, port)
-    (tmp_path / "events.jsonl").write_bytes(
-        b"".join(event(f"+{i}", delay=0.05) for i in range(5000))
-    )
-    proc = await start_batch(root, "--concurrency", "8", "--workers", "2", push)
-    await until(lambda: state.requests >= 40)
-    proc.send_signal(sig)
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-
-    assert proc.returncode == 130, err.decode()
-    assert "Traceback" not in err.decode()
-    records = read_records(tmp_path / "out.jsonl")  # every line parses
-    assert [r["line"] for r in records] == list(range(1, len(records) + 1))
-    assert 40 <= len(records) < 5000
-    assert {r["status"] for r in records} <= {"COMPLETED", "INTERRUPTED"}
-    assert "INTERRUPTED" in {r["status"] for r in records}
-    counts = summary_counts(err.decode())
-    assert counts["total"] == len(records)
-    assert counts["interrupted"] == sum(r["status"] == "INTERRUPTED" for r in records)
-    assert "interrupted" in err.decode()
-
-
-async def test_second_interrupt_cancels_executions_in_flight(
-    tmp_path: Path, sink: tuple[Sink, int]
-) -> None:
-    state, port = sink
-    root = project(tmp_path, port)
-    (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}", delay=60) for i in range(50)))
-    proc = await start_batch(root, "--concurrency", "4", "--workers", "2", "--no-on-complete")
-    await until(lambda: state.in_flight >= 4)
-    proc.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-
-    assert proc.returncode == 130, err.decode()
-    assert "Traceback" not in err.decode()
-    records = read_records(tmp_path / "out.jsonl")
-    assert [r["line"] for r in records] == list(range(1, len(records) + 1))
-    assert {r["status"] for r in records} == {"INTERRUPTED"}
-    started = [r for r in records if "execution_id" in r]  # cancelled while running
-    assert [r["line"] for r in started] == [1, 2, 3, 4]
-    assert f"{len(records)} executions: 0 completed, 0 failed, 0 invalid, " in err.decode()
 
 
 # ---- a worker that dies ------------------------------------------------------------
