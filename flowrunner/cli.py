@@ -7,6 +7,7 @@ Commands import what they need when they run, so that ``validate``, ``schema`` a
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import click
 
 from flowrunner import __version__
 from flowrunner.cliutil import EXIT_OK, EXIT_PROBLEMS, State, guarded
+
+MAX_WORKERS = 256
 
 
 class LazyGroup(click.Group):
@@ -94,8 +97,33 @@ def _pairs(flag: str, values: tuple[str, ...]) -> dict[str, object]:
     return parse_assignments(flag, values)
 
 
+def _worker_count(text: str, concurrency: int) -> int:
+    """``--workers``: a number from 1 to MAX_WORKERS, or ``auto`` (one per CPU this process
+    may use, and no more than the concurrency)."""
+    from flowrunner.errors import UsageError
+
+    if text.strip().lower() == "auto":
+        return min(usable_cpus(), concurrency)
+    try:
+        count = int(text)
+    except ValueError:
+        raise UsageError(f"--workers: {text[:20]!r} is not a number of workers or 'auto'") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise UsageError(f"--workers: {count} is not in the range 1 to {MAX_WORKERS}")
+    return count
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), at most MAX_WORKERS."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_WORKERS))
+
+
 def _check_batch_options(
-    events: str | None, values: tuple[str, ...], as_json: bool, output: Path | None, workers: int
+    events: str | None, values: tuple[str, ...], as_json: bool, output: Path | None, workers: str
 ) -> None:
     from flowrunner.errors import UsageError
 
@@ -106,7 +134,7 @@ def _check_batch_options(
         )
     if events is None and output is not None:
         raise UsageError("--output applies to --events only")
-    if events is None and workers != 1:
+    if events is None and workers.strip() != "1":
         raise UsageError("--workers applies to --events only")
 
 
@@ -144,10 +172,10 @@ def _check_batch_options(
 )
 @click.option(
     "--workers",
-    type=click.IntRange(1, 256),
-    default=1,
+    default="1",
     show_default=True,
-    help="Processes that share the --events lines (and the concurrency).",
+    metavar="N|auto",
+    help="Processes that share the --events lines and the concurrency (auto: one per CPU).",
 )
 @click.option("--worker", is_flag=True, hidden=True)
 @click.pass_obj
@@ -165,7 +193,7 @@ def run(
     events: str | None,
     concurrency: int,
     output: Path | None,
-    workers: int,
+    workers: str,
     worker: bool,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
@@ -186,7 +214,7 @@ def run(
             output=output,
             dry_run=dry_run,
             on_complete=not no_on_complete,
-            workers=workers,
+            workers=_worker_count(workers, concurrency),
             worker=worker,
             debug=state.debug,
         )

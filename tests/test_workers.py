@@ -235,6 +235,44 @@ async def test_usage_errors(tmp_path: Path) -> None:
     assert not (tmp_path / ".flowrunner").exists()
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("two", "--workers: 'two' is not a number of workers or 'auto'"),
+        ("0", "--workers: 0 is not in the range 1 to 256"),
+        ("257", "--workers: 257 is not in the range 1 to 256"),
+        ("-3", "--workers: -3 is not in the range 1 to 256"),
+    ],
+)
+async def test_bad_worker_counts(tmp_path: Path, value: str, message: str) -> None:
+    root = project(tmp_path, free_port())
+    (tmp_path / "events.jsonl").write_bytes(event("+1"))
+    done = await flowrunner(root, "--events", "events.jsonl", "--workers", value)
+    assert done.code == 2
+    assert done.stderr.splitlines() == [f"flowrunner: {message}"]
+    assert done.records == []
+
+
+async def test_auto_runs_one_worker_per_usable_cpu(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}", delay=0.3) for i in range(8)))
+    proc = await start_batch(root, "--no-on-complete", "--workers", "auto", "--concurrency", "8")
+    cpus = min(len(os.sched_getaffinity(0)), 8)
+    expected = cpus if cpus > 1 else 0  # one worker: the batch runs in this process
+    seen: set[int] = set()
+
+    def all_started() -> bool:
+        seen.update(children(proc.pid))
+        return state.requests >= 1 and len(seen) >= expected
+
+    await until(all_started)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert len(seen) == expected
+    assert len(read_records(tmp_path / "out.jsonl")) == 8
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3, 7, 16])
 def test_shares(workers: int) -> None:
     for concurrency in range(workers, 200):
