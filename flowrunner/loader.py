@@ -197,29 +197,69 @@ def _with_lines(mark: Mark, value: str, text_lines: list[str], end_line: int) ->
 _ESCAPE_SIZES = {"x": 4, "u": 6, "U": 10}  # \\xHH, \\uHHHH, \\UHHHHHHHH; others: 2
 
 
-def _with_escapes(mark: Mark, source: str) -> Mark:
-    """``mark`` with a map from offsets in the value to columns, for a one-line quoted
-    scalar whose ``source`` (quotes included) holds escapes: ``\\n``, ``\\"`` or
-    ``\\u00e9`` in double quotes, ``''`` in single quotes, each one character of the
-    value written with more. Without one, offsets and columns differ by the quote.
+def _quoted_lines(
+    mark: Mark, value: str, text_lines: list[str], end_line: int, end_column: int
+) -> Mark | None:
+    """``mark`` with an exact map from offsets in the value to file positions, for a
+    quoted scalar that holds escapes or spans lines (its closing quote just before
+    0-based ``end_line``:``end_column``). None when it needs no map, or when reading the
+    source again does not give ``value`` (then the caller maps line by line).
+
+    Each escape (``\\n``, ``\\"``, ``\\u00e9`` in double quotes, ``''`` in single
+    quotes) is one character of the value written with more; a line break between two
+    lines is one space, or one newline per empty line between them; white space
+    around a line break is dropped; an escaped line break joins the lines.
     """
     double = mark.style == '"'
-    if ("\\" if double else "''") not in source:
-        return mark
-    entries = [(0, mark.line, mark.column + 1)]
-    index, offset, end = 1, 0, len(source) - 1  # after the opening quote
-    while index < end:
-        char = source[index]
-        if double and char == "\\":
-            index += _ESCAPE_SIZES.get(source[index + 1 : index + 2], 2)
-        elif not double and char == "'":
-            index += 2  # '' is one quote
-        else:
-            index += 1
+    first = mark.line - 1
+    if end_line == first:
+        source = text_lines[first][mark.column : end_column - 1]
+        if ("\\" if double else "''") not in source:
+            return None  # one line, no escape: offsets are columns past the quote
+    entries: list[tuple[int, int, int]] = []
+    offset = 0
+    index = first
+    while True:
+        raw = text_lines[index]
+        stop = end_column - 1 if index == end_line else len(raw)
+        start = mark.column if index == first else len(raw) - len(raw.lstrip(" \t"))
+        joined = False  # the line ends with an escaped line break
+        if index != end_line:
+            body = raw.rstrip(" \t")
+            tail = len(body) - len(body.rstrip("\\"))
+            joined = double and tail % 2 == 1 and len(body) == len(raw)
+            stop = len(body) - 1 if joined else len(body)
+        entries.append((offset, index + 1, start + 1))
+        column = start
+        while column < stop:
+            char = raw[column]
+            if double and char == "\\":
+                column += _ESCAPE_SIZES.get(raw[column + 1 : column + 2], 2)
+            elif not double and char == "'":
+                column += 2  # '' is one quote
+            else:
+                if value[offset : offset + 1] != char:
+                    return None
+                column += 1
+                offset += 1
+                continue
             offset += 1
-            continue
-        offset += 1
-        entries.append((offset, mark.line, mark.column + index))
+            entries.append((offset, index + 1, column + 1))
+        if index == end_line:
+            break
+        index += 1
+        empty = 0
+        while index < end_line and not text_lines[index].strip(" \t"):
+            index += 1
+            empty += 1
+        # an empty line is a newline; without one, a line break is a space, and an
+        # escaped line break nothing
+        fold = "\n" * empty if joined else "\n" * empty or " "
+        if value[offset : offset + len(fold)] != fold:
+            return None
+        offset += len(fold)
+    if offset != len(value) or len(entries) < 2:
+        return None
     return Mark(mark.line, mark.column, mark.style, tuple(entries))
 
 
@@ -324,11 +364,14 @@ class _Builder:
         mark = _mark(event, style)
         end: Any = event.end_mark
         if type(value) is str and self.text_lines:
-            if end.line > mark.line - 1:
-                mark = _with_lines(mark, value, self.text_lines, end.line)  # spans lines
-            elif style in ("'", '"'):
-                source = self.text_lines[end.line][mark.column - 1 : end.column]
-                mark = _with_escapes(mark, source)
+            lines = self.text_lines
+            mapped = None
+            if style in ("'", '"') and end.line < len(lines):
+                mapped = _quoted_lines(mark, value, lines, end.line, end.column)
+            if mapped is not None:
+                mark = mapped
+            elif end.line > mark.line - 1:
+                mark = _with_lines(mark, value, lines, end.line)  # spans lines
         self._attach(value, mark)
 
     def _attach(self, value: Any, mark: Mark) -> Path | None:

@@ -107,6 +107,42 @@ def test_loader_round_trips_plain_data(value):
     assert document.problems == []
 
 
+QUOTED_PIECES = {
+    '"': st.sampled_from(
+        ["ab", "x", " ", "  ", "\\\"", "\\\\", "\\n", "\\t", "\\u00e9", "\\x21", "\\U0001F600",
+         "'", "é", "\n", "\n\n", "\n  ", "\\\n", "{{ a }}", "$flow.key.k"]
+    ),
+    "'": st.sampled_from(
+        ["ab", "x", " ", "  ", "''", "\\", '"', "é", "\n", "\n\n", "\n  ", "{{ a }}", "$flow.key.k"]
+    ),
+}  # fmt: skip
+
+
+@SETTINGS
+@given(st.sampled_from(['"', "'"]).flatmap(
+    lambda quote: st.tuples(st.just(quote), st.lists(QUOTED_PIECES[quote], max_size=12))
+))  # fmt: skip
+def test_positions_inside_quoted_strings_point_at_the_character(case):
+    """Every letter of a quoted value, over lines, after escapes and folding, maps back
+    to the very character of the source that wrote it."""
+    from flowrunner.templating.compiling import offset_mark
+
+    quote, pieces = case
+    source = "key:  " + quote + "".join(pieces) + quote + "\n"
+    try:
+        document = loader.load_text(source, "f.yaml")
+    except LoadError:
+        return  # e.g. an escape cut by a line break: not a quoted string this test is about
+    assume(not document.problems and isinstance(document.data, dict))
+    value = document.data["key"]
+    mark = document.mark(("key",))
+    lines = source.split("\n")
+    for offset, char in enumerate(value):
+        if char.isalpha() and char.isascii():
+            at = offset_mark(mark, value, offset)
+            assert lines[at.line - 1][at.column - 1] == char, (value, offset, at)
+
+
 # --- the schema check ------------------------------------------------------------------------
 
 flowish = st.fixed_dictionaries(

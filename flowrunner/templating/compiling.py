@@ -49,10 +49,9 @@ MAX_SOURCE = 64 * 1024  # characters of one Jinja template: parsing is linear, b
 
 def offset_mark(mark: Mark, source: str, offset: int) -> Mark:
     """The position of character ``offset`` of a scalar whose value is ``source`` and
-    which starts at ``mark``. A value written over several lines carries a line map in
-    ``mark.lines`` (from the loader) and is exact line by line (a column after an escape
-    on one of those lines is off by the escape's length); so does a one-line quoted
-    scalar with escapes, which is exact; one-line plain and quoted scalars without are
+    which starts at ``mark``. A value written over several lines, and a quoted value with
+    escapes, carry a map in ``mark.lines`` (from the loader): exact for quoted values,
+    exact line by line for plain and block ones. One-line values without escapes are
     exact; without a map, a block scalar's content starts on the line after the
     indicator and its column is a guess."""
     offset = max(0, min(offset, len(source)))
