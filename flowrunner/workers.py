@@ -99,6 +99,7 @@ class ParallelBatch(Ordered):
         self.fd = fd
         self.stderr = stderr
         self._workers: list[Worker] = []
+        self._dispatcher: asyncio.Task[None] | None = None
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
@@ -112,19 +113,21 @@ class ParallelBatch(Ordered):
                 start_new_session=True,  # a Ctrl-C on the terminal reaches the parent only
             )
             self._workers.append(Worker(index, proc, share))
-        tasks = [loop.create_task(self._relay(w)) for w in self._workers]
-        # reading starts once every worker is ready (or gone): the rate, like that of a
-        # single-process batch, leaves start-up out
-        await asyncio.gather(*(self._hello(w) for w in self._workers))
-        started = time.monotonic()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signalled)
-        tasks += [loop.create_task(self._collect(w)) for w in self._workers]
-        self._dispatcher = loop.create_task(self._dispatch())
-        self._timers["tick"] = loop.call_later(TICK, self._tick)
-        self._start_reading(self.fd)
+        tasks = [loop.create_task(self._relay(w)) for w in self._workers]
         try:
-            results = await asyncio.gather(self._dispatcher, *tasks, return_exceptions=True)
+            # reading starts once every worker is ready (or gone): the rate, like that
+            # of a single-process batch, leaves start-up out
+            await asyncio.gather(*(self._hello(w) for w in self._workers))
+            started = time.monotonic()
+            tasks += [loop.create_task(self._collect(w)) for w in self._workers]
+            if not self._stopping:  # not interrupted while the workers started
+                self._dispatcher = loop.create_task(self._dispatch())
+                tasks.append(self._dispatcher)
+                self._timers["tick"] = loop.call_later(TICK, self._tick)
+                self._start_reading(self.fd)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -146,7 +149,8 @@ class ParallelBatch(Ordered):
             return
         self._stopping = True
         self._stop_reading()
-        self._dispatcher.cancel()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
         for worker in self._workers:
             worker.close_input()
 

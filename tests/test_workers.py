@@ -210,6 +210,32 @@ async def test_a_killed_worker_fails_its_lines_and_the_batch_goes_on(
     assert counts["completed"] == count - len(failed)
 
 
+async def test_an_interrupt_while_the_workers_start(tmp_path: Path, sink: tuple[Sink, int]) -> None:
+    state, port = sink
+    root = project(tmp_path, port)
+    (tmp_path / "events.jsonl").write_bytes(b"".join(event(f"+{i}") for i in range(50)))
+    proc = await start_batch(root, "--no-on-complete", "--workers", "2")
+    await until(lambda: len(children(proc.pid)) == 2)  # spawned, still importing
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    records = read_records(tmp_path / "out.jsonl")
+    assert [r["line"] for r in records] == list(range(1, len(records) + 1))
+    assert {r["status"] for r in records} <= {"COMPLETED", "INTERRUPTED"}
+    await until(lambda: not any(running(pid) for pid in workers))  # none is left behind
+
+
+def running(pid: int) -> bool:
+    """Is ``pid`` a live process (not gone, not a zombie)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 # ---- options ----------------------------------------------------------------------
 
 
