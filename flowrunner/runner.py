@@ -165,7 +165,13 @@ class Runner:
     async def __aenter__(self) -> Runner:
         users: UserKeyStore
         if self.dry_run:
-            users = MemoryUserKeys(self.project.user_keys)
+            # what a real run would read (seeds, then the stored values), never written
+            stored: dict[str, Any] = {}
+            if self.project.state.exists():
+                from flowrunner.state import stored_user_keys
+
+                stored = stored_user_keys(self.project.state)
+            users = MemoryUserKeys({**self.project.user_keys, **stored})
         else:
             users = await self._open_state()
         services = Services(

@@ -363,6 +363,21 @@ async def test_user_key_writes_are_seen_by_later_executions(tmp_path: Path) -> N
     assert json.loads(value) == 20
 
 
+async def test_a_dry_run_reads_stored_user_keys_and_writes_none(tmp_path: Path) -> None:
+    root = project(tmp_path, free_port())
+    real = await flowrunner(root, "--events", "-", "--concurrency", "1", flow="counter",
+                            stdin=b"{}\n" * 3)  # fmt: skip
+    assert [r["keys"]["seen"] for r in real.records] == [1, 2, 3]
+    state = tmp_path / ".flowrunner" / "state.db"
+    before = state.read_bytes()
+
+    dry = await flowrunner(root, "--events", "-", "--dry-run", flow="counter", stdin=b"{}\n")
+    assert dry.code == 0, dry.stderr
+    assert dry.records[0]["keys"]["seen"] == 4  # the stored 3, not the seed 0, plus one
+    assert state.read_bytes() == before  # nothing written
+    assert sorted(p.name for p in state.parent.iterdir()) == ["state.db"]
+
+
 async def start_batch(root: Path, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flowrunner", "--project", str(root), "run", "probe",

@@ -59,6 +59,25 @@ CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at);
 """
 
 
+def stored_user_keys(path: Path) -> dict[str, Any]:
+    """The user keys stored in the state file at ``path``, read without writing
+    anything: none when there is no file yet (a dry run creates none).
+
+    Raises :class:`StateError` when the file is not a readable flowrunner state file.
+    """
+    if not path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            rows = conn.execute("SELECT name, value FROM user_keys").fetchall()
+        finally:
+            conn.close()
+        return {name: json.loads(value) for name, value in rows}
+    except (sqlite3.Error, ValueError) as exc:
+        raise StateError(f"{path}: cannot read the user keys ({exc})") from None
+
+
 class Store(OutboxMixin, HistoryMixin):
     """A connection to the state file. Use it from the thread that opened it."""
 
