@@ -51,24 +51,12 @@ class OutboxMixin(Connection):
 
     def mark_delivered(self, id: str, owner: str, *, now: float) -> bool:
         """Record a successful attempt; False when ``owner`` no longer holds the lease."""
-        return self._mark(
-            id,
-            owner,
-            "status = 'delivered', delivered_at = :now, last_error = NULL",
-            {"now": now},
-        )
+        return self.mark_delivered_many([id], owner, now=now) == 1
 
     def mark_delivered_many(self, ids: Sequence[str], owner: str, *, now: float) -> int:
         """:meth:`mark_delivered` for many pushes in one transaction; how many it marked."""
-        sql = (
-            "UPDATE outbox SET status = 'delivered', delivered_at = :now, last_error = NULL, "
-            "attempts = attempts + 1, last_attempt_at = :now, "
-            "lease_owner = NULL, lease_until = NULL "
-            "WHERE id = :id AND lease_owner = :owner AND status = 'pending'"
-        )
-        with self._write("update pushes") as cur:
-            cur.executemany(sql, [{"now": now, "id": id_, "owner": owner} for id_ in ids])
-            return cur.rowcount
+        changes = "status = 'delivered', delivered_at = :now, last_error = NULL"
+        return self._mark_many(ids, owner, changes, {"now": now})
 
     def mark_retry(
         self, id: str, owner: str, *, now: float, next_attempt_at: float, error: str
@@ -98,15 +86,29 @@ class OutboxMixin(Connection):
     def _mark(
         self, id: str, owner: str, changes: str, params: dict[str, Any], *, attempted: bool = True
     ) -> bool:
+        return self._mark_many([id], owner, changes, params, attempted=attempted) == 1
+
+    def _mark_many(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        changes: str,
+        params: dict[str, Any],
+        *,
+        attempted: bool = True,
+    ) -> int:
+        """Settle an attempt at each push of ``ids`` that ``owner`` still holds, in one
+        transaction; how many it settled."""
         count = ", attempts = attempts + 1" if attempted else ""
         sql = (
             f"UPDATE outbox SET {changes}{count}, last_attempt_at = :now, "
             "lease_owner = NULL, lease_until = NULL "
             "WHERE id = :id AND lease_owner = :owner AND status = 'pending'"
         )
-        with self._write("update a push") as cur:
-            cur.execute(sql, {**params, "id": id, "owner": owner})
-            return cur.rowcount == 1
+        rows = [{**params, "id": id_, "owner": owner} for id_ in ids]
+        with self._write("update a push" if len(ids) == 1 else "update pushes") as cur:
+            cur.executemany(sql, rows)
+            return cur.rowcount
 
     def deliveries(self, *, dead_only: bool = False) -> list[dict[str, Any]]:
         """Every push, oldest first, in the ``deliveries list --json`` shape."""
@@ -123,8 +125,7 @@ class OutboxMixin(Connection):
         """The stored pushes among ``ids`` (at most 500), by id."""
         marks = ", ".join("?" * len(ids))
         rows = self._read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks})", tuple(ids))
-        found = [OutboxRow.from_db(r) for r in rows]
-        return {row.id: row for row in found}
+        return {row.id: row for row in map(OutboxRow.from_db, rows)}
 
     def outbox_row(self, id: str) -> OutboxRow | None:
         """The stored push ``id``, or None."""
