@@ -287,7 +287,8 @@ def throughput(root: Path, port: int, count: int, reps: int) -> list[Row]:
 
 def operation_only(root: Path, count: int, reps: int) -> list[Row]:
     sys.path.insert(0, str(HERE.parent))
-    from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services
+    from flowrunner.execution.context import Inputs, MemoryUserKeys, Services
+    from flowrunner.execution.engine import Engine
     from flowrunner.project import load_plan
     from flowrunner.secrets import Secrets
 

@@ -12,7 +12,7 @@ EXIT_INTERRUPTED = 130
 
 def entry() -> None:
     try:
-        from flowrunner.cli import main
+        from flowrunner.cli.main import main
 
         main()
     except KeyboardInterrupt:  # one that escaped the command's own handling

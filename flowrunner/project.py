@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from flowrunner import schema
-from flowrunner.build import build_flow, build_project
-from flowrunner.compiler import CompiledProject, Plan, compile_flow, compile_project
+from flowrunner.document import Document
 from flowrunner.errors import Diagnostic, InvalidProject, LoadError, UsageError
-from flowrunner.loader import Document, load_path
+from flowrunner.plan.compiler import compile_flow, compile_project
+from flowrunner.plan.types import CompiledProject, Plan
+from flowrunner.source import schema
+from flowrunner.source.loader import load_path
+from flowrunner.source.to_model import build_flow, build_project
 from flowrunner.templating import suggest
 
 PROJECT_FILE = "flowrunner.yaml"

@@ -16,14 +16,15 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-from flowrunner import model as m
-from flowrunner import oncomplete
-from flowrunner.compiler import CompiledWebhook, Plan
-from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services, UserKeyStore
 from flowrunner.errors import TemplateError
+from flowrunner.execution.context import Inputs, MemoryUserKeys, Services, UserKeyStore
+from flowrunner.execution.engine import Engine
+from flowrunner.execution.record import ExecutionRecord, iso
 from flowrunner.jsoncodec import dumps
-from flowrunner.result import ExecutionRecord, iso
+from flowrunner.oncomplete import payload as oncomplete
+from flowrunner.plan.types import CompiledWebhook, Plan
 from flowrunner.secrets import Secrets
+from flowrunner.source import model as m
 from flowrunner.templating import Variables, format_text
 
 REFRESH = 0.1  # seconds a cached user key may lag behind another process's write
@@ -81,7 +82,7 @@ class CachedUserKeys:
 
 class PushBatcher:
     """Sends pushes asked for in the same pass of the event loop with one
-    :meth:`~flowrunner.delivery.Deliverer.send_now`: one lease transaction for the lot.
+    :meth:`~flowrunner.oncomplete.delivery.Deliverer.send_now`: one lease transaction for the lot.
 
     A group commit wakes all its executions in one pass, so their pushes go together.
     """
@@ -181,8 +182,8 @@ class Runner:
         return self
 
     async def _open_state(self) -> UserKeyStore:
-        from flowrunner.delivery import Deliverer
-        from flowrunner.http import HttpClient
+        from flowrunner.net.http import HttpClient
+        from flowrunner.oncomplete.delivery import Deliverer
         from flowrunner.state import AsyncRecorder, Store
 
         self.store = Store.open(self.project.state)

@@ -4,7 +4,7 @@ Values are looked up only when a request is built, and never appear in messages.
 Every value resolved is also remembered for the life of the process, so that
 :func:`scrub` can mask it (and the forms it travels in: base64 as in a ``Basic``
 ``Authorization`` header, JSON-escaped, percent-encoded) in anything printed; the
-command line scrubs all its output with it (:func:`flowrunner.cliutil.guarded`).
+command line scrubs all its output with it (:func:`flowrunner.cli.common.guarded`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from flowrunner.errors import SecretError, UsageError
-from flowrunner.model import SecretRef
+from flowrunner.source.model import SecretRef
 
 MASK = "***"
 MIN_SCRUBBED = 4  # shorter values are not masked: they would mask ordinary text

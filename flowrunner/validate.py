@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-from flowrunner.compiler import CompiledProject
+from flowrunner.document import Document
 from flowrunner.errors import Diagnostic, LoadError, UsageError
-from flowrunner.loader import Document, load_stream
+from flowrunner.plan.types import CompiledProject
 from flowrunner.project import (
     FLOWS_DIR,
     PROJECT_FILE,
@@ -17,6 +17,7 @@ from flowrunner.project import (
     load_doc,
     require_root,
 )
+from flowrunner.source.loader import load_stream
 
 STDIN = "-"
 

@@ -13,8 +13,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["flowrunner", "yaml"]):
-    from flowrunner import loader, schema
     from flowrunner.errors import LoadError
+    from flowrunner.source import loader, schema
 
 
 def test_one_input(data: bytes) -> None:

@@ -25,11 +25,11 @@ import yaml
 from aiohttp import web
 from click.testing import CliRunner, Result
 
-from flowrunner.cli import main
-from flowrunner.compiler import Plan
-from flowrunner.engine import Inputs
+from flowrunner.cli.main import main
+from flowrunner.execution.context import Inputs
+from flowrunner.execution.record import ExecutionRecord
+from flowrunner.plan.types import Plan
 from flowrunner.project import load_plan
-from flowrunner.result import ExecutionRecord
 from flowrunner.runner import Runner
 from flowrunner.secrets import Secrets
 
@@ -162,7 +162,7 @@ def verify_signature(
 ) -> bool:
     """Check ``webhook-signature`` as a Standard Webhooks receiver does.
 
-    Written from the specification, sharing no code with ``flowrunner.signing``: the
+    Written from the specification, sharing no code with ``flowrunner.net.signing``: the
     key is the base64 after ``whsec_`` (a secret without the prefix is its UTF-8
     bytes), the signed content ``id.timestamp.body``, the header a space-separated list
     of ``v1,<base64 HMAC-SHA256>``; the timestamp must be recent.

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from flowrunner import events
-from flowrunner.batch import time_ordered_id
-from flowrunner.events import MAX_LINE, Chunk, Invalid, LineReader, Oversize, parse_line
+from flowrunner.batch import lines as events
+from flowrunner.batch.lines import MAX_LINE, Chunk, Invalid, LineReader, Oversize, parse_line
+from flowrunner.batch.local import time_ordered_id
+from flowrunner.batch.progress import Counts, bar_text, summary_line
 from flowrunner.jsoncodec import dumps, loads
-from flowrunner.progress import Counts, bar_text, summary_line
 from flowrunner.runner import REFRESH, CachedUserKeys
 from flowrunner.state import Store
 
@@ -658,11 +658,11 @@ def test_ctrl_c_while_the_command_is_imported_exits_130(monkeypatch: pytest.Monk
 
     class Interrupting(importlib.abc.MetaPathFinder):
         def find_spec(self, name: str, *args: object) -> None:
-            if name == "flowrunner.cli":
+            if name == "flowrunner.cli.main":
                 raise KeyboardInterrupt
             return None
 
-    monkeypatch.delitem(sys.modules, "flowrunner.cli")
+    monkeypatch.delitem(sys.modules, "flowrunner.cli.main")
     monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
     with pytest.raises(SystemExit) as stopped:
         entry()

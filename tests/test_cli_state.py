@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
 
-from flowrunner.cli import main
+from flowrunner.cli.main import main
 from flowrunner.state import NewPush, Store
 
 SECRET = "whsec_c2VjcmV0LWtleS1vZi10aGUtc2luaw=="

@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from flowrunner.delivery import Deliverer, judge, merge_headers, retry_after
-from flowrunner.http import HttpClient, HttpResponse
-from flowrunner.loader import Document
-from flowrunner.model import (
+from flowrunner.document import Document
+from flowrunner.net.http import HttpClient
+from flowrunner.net.request import HttpResponse
+from flowrunner.oncomplete.delivery import Deliverer, judge, merge_headers, retry_after
+from flowrunner.secrets import Secrets
+from flowrunner.source.model import (
     BearerAuth,
     DeliveryPolicy,
     HttpPolicy,
@@ -31,7 +33,6 @@ from flowrunner.model import (
     SecretRef,
     Webhook,
 )
-from flowrunner.secrets import Secrets
 from flowrunner.state import NewPush, Store
 
 SIGNING_KEY = b"an independent key of 32 bytes!!"
@@ -138,7 +139,7 @@ def record_pushes(store: Store, url: str, count: int, prefix: str = "e") -> list
 
 
 def signature_ok(headers: dict[str, str], body: bytes) -> bool:
-    """Standard Webhooks verification, written here independently of flowrunner.signing."""
+    """Standard Webhooks verification, written here independently of flowrunner.net.signing."""
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = base64.b64encode(hmac.new(SIGNING_KEY, signed, hashlib.sha256).digest()).decode()
     offered = headers["webhook-signature"].split()

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowrunner.egress import Allowlist, EgressPolicy, classify, host_address
-from flowrunner.model import HttpPolicy
+from flowrunner.net.egress import Allowlist, EgressPolicy, classify, host_address
+from flowrunner.source.model import HttpPolicy
 
 CLASSIFIED = [
     # IPv4

@@ -12,10 +12,11 @@ import pytest
 from aiohttp import web
 from conftest import Receiver, execute, invoke_async, plan_of, write_project
 
-from flowrunner.engine import STEP_LIMIT, Engine, Inputs, MemoryUserKeys, Services, truthy
-from flowrunner.http import HttpClient
-from flowrunner.model import HttpPolicy
+from flowrunner.execution.context import Inputs, MemoryUserKeys, Services, truthy
+from flowrunner.execution.engine import STEP_LIMIT, Engine
+from flowrunner.net.http import HttpClient
 from flowrunner.secrets import Secrets
+from flowrunner.source.model import HttpPolicy
 from flowrunner.state import Store
 
 LOOPBACK = HttpPolicy(allow_http=True, allowlist=("127.0.0.1",))

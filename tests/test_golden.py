@@ -33,7 +33,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from flowrunner.cli import main
+from flowrunner.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "cases"

@@ -11,10 +11,10 @@ import subprocess
 import pytest
 from aiohttp import web
 
-from flowrunner.egress import EgressPolicy
-from flowrunner.http import MAX_BODY, HttpClient, HttpRequest, _EgressResolver
-from flowrunner.model import HttpPolicy
-from flowrunner.wire import USER_AGENT
+from flowrunner.net.egress import EgressPolicy
+from flowrunner.net.http import MAX_BODY, HttpClient, HttpRequest, _EgressResolver
+from flowrunner.net.request import USER_AGENT
+from flowrunner.source.model import HttpPolicy
 
 LOCAL = HttpPolicy(allow_http=True, allowlist=("127.0.0.1",))
 STANDARD = {"host", "user-agent", "accept", "accept-encoding", "content-length"}

@@ -9,9 +9,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowrunner import loader
+from flowrunner.document import Document
 from flowrunner.errors import LoadError, Mark
-from flowrunner.loader import MAX_BYTES, Document, load_bytes, load_path, load_stream, load_text
+from flowrunner.source import loader
+from flowrunner.source.loader import MAX_BYTES, load_bytes, load_path, load_stream, load_text
 
 FLOW = textwrap.dedent(
     """\

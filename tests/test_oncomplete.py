@@ -24,9 +24,9 @@ from conftest import (
 )
 
 from flowrunner import __version__
-from flowrunner.oncomplete import build_payload, call_details, key_value
-from flowrunner.result import ExecutionRecord
-from flowrunner.schema import payload_errors
+from flowrunner.execution.record import ExecutionRecord
+from flowrunner.oncomplete.payload import build_payload, call_details, key_value
+from flowrunner.source.schema import payload_errors
 
 SECRET = "whsec_" + base64.b64encode(b"the sink's signing key").decode()
 

@@ -25,16 +25,16 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flowrunner import loader, schema
-from flowrunner.egress import EgressPolicy
-from flowrunner.engine import Context, MemoryUserKeys, Services
 from flowrunner.errors import Diagnostic, LoadError, Mark, TemplateError, Where
-from flowrunner.model import HttpPolicy
+from flowrunner.execution.context import Context, MemoryUserKeys, Services
+from flowrunner.execution.steps.webhook import build_request
+from flowrunner.net.egress import EgressPolicy
 from flowrunner.project import load_plan
-from flowrunner.references import Construct, Literal, Reference, scan
 from flowrunner.secrets import Scrubber, Secrets
-from flowrunner.steps.webhook import build_request
+from flowrunner.source import loader, schema
+from flowrunner.source.model import HttpPolicy
 from flowrunner.templating import MAX_OUTPUT, Variables, compile_value
+from flowrunner.templating.references import Construct, Literal, Reference, scan
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,4 @@
-"""The JSON Schemas in schemas/ and the diagnostics flowrunner.schema builds from them."""
+"""The JSON Schemas in schemas/ and the diagnostics flowrunner.source.schema builds from them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from flowrunner import schema
 from flowrunner.errors import Mark
+from flowrunner.source import schema
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

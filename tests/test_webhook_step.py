@@ -23,7 +23,7 @@ from conftest import (
 )
 
 from flowrunner import __version__
-from flowrunner.http import MAX_BODY
+from flowrunner.net.http import MAX_BODY
 
 CALL = {"cli": "+15551234567", "n": 3}
 

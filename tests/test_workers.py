@@ -6,7 +6,7 @@ runs, interrupts.) The real CLI runs in a subprocess against a real loopback sin
 real state file: the concurrency shared between the workers, fewer lines than workers,
 a byte-order mark after the first line, a flow key that merely looks like a push, a
 worker killed mid-batch, the usage errors, and how ``--concurrency`` is split
-(:func:`flowrunner.workers.shares`).
+(:func:`flowrunner.batch.workers.shares`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from test_batch import (  # noqa: F401
     start_batch,
 )
 
-from flowrunner.workers import shares
+from flowrunner.batch.workers import shares
 
 SUMMARY = re.compile(
     r"(\d+) executions: (\d+) completed, (\d+) failed, (\d+) invalid"

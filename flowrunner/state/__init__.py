@@ -11,11 +11,11 @@ Times are unix seconds (floats) inside the file and ISO 8601 strings in outputs.
 
 from __future__ import annotations
 
-from flowrunner.state.connection import BUSY_RETRIES, BUSY_TIMEOUT_MS
-from flowrunner.state.history import ROWS_PER_INSERT
-from flowrunner.state.recorder import AsyncRecorder
 from flowrunner.state.records import EncodedRecord, Item, NewPush, OutboxRow, Record, iso, unix
-from flowrunner.state.store import SCHEMA_VERSION, Store, stored_user_keys
+from flowrunner.state.sqlite.connection import BUSY_RETRIES, BUSY_TIMEOUT_MS
+from flowrunner.state.sqlite.history import ROWS_PER_INSERT
+from flowrunner.state.sqlite.recorder import AsyncRecorder
+from flowrunner.state.sqlite.store import SCHEMA_VERSION, Store, stored_user_keys
 
 __all__ = [
     "BUSY_RETRIES",

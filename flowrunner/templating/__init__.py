@@ -21,7 +21,7 @@ rule ids:
 * ``unknown-scope``       ``$name`` that is not a reference, or a bare name in ``{{ }}``
 * ``template-unsafe``     the sandbox refused an attribute, a call or a range
 * ``template-too-large``  a template over 64 KiB, rendered text or a value it builds
-                          over 64 KiB (see :mod:`flowrunner.limits`)
+                          over 64 KiB (see :mod:`flowrunner.templating.limits`)
 * ``template-timeout``    a render over its time or work budget
 * ``template-render``     anything else that failed while rendering
 * ``undefined-key``       (UndefinedReference) a reference to something unset
@@ -35,9 +35,9 @@ data, output limits, render errors), :mod:`.sandbox`, :mod:`.filters` and
 
 from __future__ import annotations
 
-from flowrunner.references import SCOPES, Reference, Variables, suggest
 from flowrunner.templating.compiling import MAX_SOURCE, compile_value, offset_mark
 from flowrunner.templating.environment import _environment as _environment
+from flowrunner.templating.references import SCOPES, Reference, Variables, suggest
 from flowrunner.templating.render import MAX_OUTPUT, format_text
 from flowrunner.templating.values import (
     Compiled,

@@ -12,9 +12,10 @@ from jinja2 import nodes
 from jinja2.exceptions import TemplateRuntimeError, TemplateSyntaxError
 from jinja2.optimizer import optimize
 
-from flowrunner import limits
 from flowrunner.errors import Mark, TemplateError, Where
-from flowrunner.references import (
+from flowrunner.templating import limits
+from flowrunner.templating.environment import _environment, _single_output
+from flowrunner.templating.references import (
     Construct,
     Literal,
     Piece,
@@ -23,7 +24,6 @@ from flowrunner.references import (
     scan,
     to_jinja,
 )
-from flowrunner.templating.environment import _environment, _single_output
 from flowrunner.templating.render import _render_error
 from flowrunner.templating.static import (
     _check_callables,

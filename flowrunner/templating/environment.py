@@ -9,9 +9,9 @@ import warnings
 from jinja2 import StrictUndefined, nodes
 from jinja2.environment import Template, TemplateExpression
 
-from flowrunner import limits
-from flowrunner.references import HELPER
+from flowrunner.templating import limits
 from flowrunner.templating.filters import _guard_filter, _join_filter, _sum_filter
+from flowrunner.templating.references import HELPER
 from flowrunner.templating.render import _finalize
 from flowrunner.templating.sandbox import (
     _LOOP_ITEMS,

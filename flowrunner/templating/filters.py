@@ -11,8 +11,8 @@ from jinja2 import pass_environment
 from jinja2.environment import Environment
 from jinja2.filters import make_attrgetter
 
-from flowrunner import limits
-from flowrunner.limits import MAX_INPUT, MAX_VALUE
+from flowrunner.templating import limits
+from flowrunner.templating.limits import MAX_INPUT, MAX_VALUE
 from flowrunner.templating.sandbox import _int
 
 # filters whose result is at least as long as their input's text: an input over

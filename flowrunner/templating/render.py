@@ -11,11 +11,11 @@ from jinja2 import Undefined
 from jinja2.exceptions import SecurityError, TemplateRuntimeError
 from markupsafe import Markup
 
-from flowrunner import limits
 from flowrunner.errors import TemplateError, UndefinedReference, Where
 from flowrunner.jsoncodec import compact
-from flowrunner.limits import MAX_VALUE, LimitExceeded
-from flowrunner.references import Missing
+from flowrunner.templating import limits
+from flowrunner.templating.limits import MAX_VALUE, LimitExceeded
+from flowrunner.templating.references import Missing
 
 MAX_OUTPUT = MAX_VALUE
 

@@ -1,6 +1,6 @@
 """The bounded sandbox: the Jinja environment class and its hooks (reference helpers,
 a safe ``range`` and ``lipsum``, bounded operators, ``str.format``, calls and ``~``
-joins), each looking at the render's clock and budget (see :mod:`flowrunner.limits`)."""
+joins), each looking at the render's clock and budget (see :mod:`flowrunner.templating.limits`)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from jinja2.sandbox import (
 from jinja2.utils import generate_lorem_ipsum
 from markupsafe import EscapeFormatter, Markup
 
-from flowrunner import limits
-from flowrunner.limits import MAX_VALUE, LimitExceeded
-from flowrunner.references import Missing, resolve
+from flowrunner.templating import limits
+from flowrunner.templating.limits import MAX_VALUE, LimitExceeded
+from flowrunner.templating.references import Missing, resolve
 
 _MAX_INT_BITS = 10_000  # below Python's 4300-digit limit on int -> str
 _VARIABLES = "_variables"  # the render-context entry HELPER reads
@@ -134,7 +134,7 @@ def _bounded_concat(items: Iterable[Any]) -> str:
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, bounded (see :mod:`flowrunner.limits`): every call,
+    """The immutable sandbox, bounded (see :mod:`flowrunner.templating.limits`): every call,
     attribute, item, operator, filter, loop and join looks at the render's clock and
     budget, and what can amplify (``'a' * 10**9``, ``'x'.center(10**9)``,
     ``'%09999999d' % 1``, ``[s] * n | join``...) is estimated before it runs."""

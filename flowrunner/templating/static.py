@@ -11,8 +11,8 @@ from jinja2 import nodes
 from jinja2.environment import Environment
 from jinja2.exceptions import TemplateSyntaxError
 
-from flowrunner.references import HELPER, JinjaSource, ScanError
 from flowrunner.templating.environment import _environment
+from flowrunner.templating.references import HELPER, JinjaSource, ScanError
 from flowrunner.templating.sandbox import _LOOP_ITEMS, _SOFT_HELPER
 
 NodeIndex = dict[type[nodes.Node], list[Any]]

@@ -7,8 +7,8 @@ import re
 
 from jinja2.exceptions import TemplateSyntaxError
 
-from flowrunner.references import HELPER, Construct, JinjaSource, suggest
 from flowrunner.templating.environment import _environment
+from flowrunner.templating.references import HELPER, Construct, JinjaSource, suggest
 from flowrunner.templating.static import _find
 
 _UNEXPECTED_CHAR = re.compile(r"unexpected char .* at (\d+)", re.S)

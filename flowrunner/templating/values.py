@@ -9,10 +9,10 @@ from typing import Any, ClassVar, Protocol
 from jinja2 import nodes
 from jinja2.environment import Template, TemplateExpression
 
-from flowrunner import limits
 from flowrunner.errors import UndefinedReference, Where
-from flowrunner.references import Missing, Reference, Variables, resolve
+from flowrunner.templating import limits
 from flowrunner.templating.environment import _expression, _python
+from flowrunner.templating.references import Missing, Reference, Variables, resolve
 from flowrunner.templating.render import (
     MAX_OUTPUT,
     _as_data,

@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from click.testing import CliRunner, Result
 
-from flowrunner.cli import main
+from flowrunner.cli.main import main
 
 LOOPBACK = "127.0.0.1"
 

@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
-from flowrunner.http import HttpClient, HttpRequest, HttpResponse
-from flowrunner.model import HttpPolicy
+from flowrunner.net.http import HttpClient, HttpRequest
+from flowrunner.net.request import HttpResponse
+from flowrunner.source.model import HttpPolicy
 
 LOCAL = HttpPolicy(allow_http=True, allowlist=("127.0.0.1",))
 

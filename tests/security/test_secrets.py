@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from flowrunner import oncomplete, secrets
+from flowrunner import secrets
+from flowrunner.oncomplete import payload as oncomplete
 
 from .helpers import Project, Recorder, cli, write_project
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from flowrunner.cli import main
+from flowrunner.cli.main import main
 
 from .helpers import cli, write_project
 

@@ -1,0 +1,161 @@
+"""Shared pieces of the command line: options state, exit codes, clean error handling,
+and the scrubbing of secrets from everything a command prints."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+
+from flowrunner.errors import FlowrunnerError, InvalidProject, UsageError
+from flowrunner.secrets import scrub
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_PENDING = 75
+EXIT_INTERRUPTED = 130
+
+
+class State:
+    """Options shared by every command."""
+
+    def __init__(self, project: Path | None, debug: bool) -> None:
+        self.project = project
+        self.debug = debug
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"flowrunner: {message}", err=True)
+    sys.exit(code)
+
+
+def _diagnostics(exc: InvalidProject) -> NoReturn:
+    from flowrunner.cli.report import text
+
+    click.echo(text(exc.diagnostics), err=True)
+    sys.exit(exc.exit_code)
+
+
+class ScrubbedStream:
+    """A text stream that masks resolved secrets (:func:`flowrunner.secrets.scrub`) in
+    every write before passing it on; everything else is the wrapped stream's.
+
+    It has no ``buffer``, so click writes text through it rather than around it."""
+
+    def __init__(self, inner: IO[str]) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str")  # click probes with b""
+        self._inner.write(scrub(text))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._inner, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return getattr(self._inner, "errors", None) or "strict"
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno...
+        return getattr(self._inner, name)
+
+
+@contextmanager
+def scrubbed_output() -> Iterator[None]:
+    """Route ``sys.stdout`` and ``sys.stderr`` through :class:`ScrubbedStream`."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout = ScrubbedStream(out)
+    sys.stderr = ScrubbedStream(err)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def guarded(func: F) -> F:
+    """Turn errors into one clean line and the documented exit code; mask resolved
+    secrets in everything the command prints, tracebacks of ``--debug`` included."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with scrubbed_output():
+            return _run(func, *args, **kwargs)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    state = click.get_current_context().find_object(State)
+    debug = state.debug if state else False
+    try:
+        return func(*args, **kwargs)
+    except InvalidProject as exc:
+        _diagnostics(exc)
+    except FlowrunnerError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except (click.exceptions.Exit, click.ClickException, SystemExit):
+        raise
+    except Exception as exc:  # a bug: say so, without a traceback unless asked
+        if debug:
+            traceback.print_exc()
+        _fail(
+            f"internal error: {type(exc).__name__} (run with --debug for details)",
+            EXIT_INTERNAL,
+        )
+
+
+# Execution inputs from the command line (``NAME=VALUE``, ``NAME:=JSON``)
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def parse_assignment(flag: str, text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` gives a string; ``NAME:=JSON`` a typed value."""
+    name, sep, value = text.partition("=")
+    typed = name.endswith(":")
+    if typed:
+        name = name[:-1]
+    if not sep or not NAME.match(name):
+        shown = name if NAME.match(name) else "…"
+        raise UsageError(
+            f"{flag} {shown}: expected NAME=VALUE or NAME:=JSON "
+            "(NAME is letters, digits and _, not starting with a digit)"
+        )
+    try:
+        parsed = json.loads(value) if typed else value
+        # a lone surrogate (bad UTF-8 in argv, or "\ud800" in JSON) cannot be sent or stored
+        json.dumps(parsed, ensure_ascii=False).encode()
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{flag} {name}: not valid JSON after ':=' ({exc.msg})") from None
+    except RecursionError:
+        raise UsageError(f"{flag} {name}: the JSON value is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} {name}: the value is not valid Unicode") from None
+    return name, parsed
+
+
+def parse_assignments(flag: str, values: Iterable[str]) -> dict[str, Any]:
+    """All ``--flag`` values as a dict; a later one wins."""
+    return dict(parse_assignment(flag, text) for text in values)

@@ -1,0 +1,327 @@
+"""The outbox sender: delivers recorded on-complete pushes, at least once.
+
+Every attempt leases its push in the store first, so two senders (in one process or
+several) never send one push at the same time; a lease left by a process that died runs
+out and the push is taken over. The outcome of each attempt decides what happens next:
+
+* 2xx: delivered.
+* no answer (timeout, connection error, refused by the egress policy, HTTP disabled),
+  429 or 5xx: retried after ``retry_schedule[attempts - 1]`` seconds ±20 %, never before
+  a ``Retry-After``; once the schedule is spent the push is dead.
+* any other status (3xx, 4xx, 410): dead at once.
+* the webhook was removed from the project: dead. A secret is missing: nothing is sent,
+  no attempt is counted, the push stays pending (a fix to the environment may come).
+
+``last_error`` holds a status or a failure description, never a secret or the payload.
+See docs/delivery.md for the reasoning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+from flowrunner.errors import SecretError
+from flowrunner.net import request as wire
+from flowrunner.net import signing
+from flowrunner.net.http import HttpClient, HttpRequest
+from flowrunner.net.request import HttpResponse
+from flowrunner.secrets import Secrets
+from flowrunner.source.model import Project, Webhook
+from flowrunner.state import OutboxRow, Store
+
+JITTER = 0.2  # each wait is its schedule entry times a factor in [0.8, 1.2]
+LEASE_MARGIN = 5.0  # seconds a lease outlasts the longest possible attempt
+BATCH = 64  # pushes leased and sent together
+MAX_POLL = 0.25  # seconds between looks at the outbox while draining
+IDS_PER_LEASE = 500  # stays far below SQLite's limit on statement parameters
+
+Outcome = Literal["delivered", "retry", "dead", "blocked"]
+
+_FAILURES = {
+    "timeout": "timeout",
+    "connection": "connection error",
+    "refused": "refused by the egress policy",
+    "disabled": "HTTP disabled",
+    "too_large": "response too large",
+}
+
+
+@dataclass(slots=True)
+class DeliveryStats:
+    """Counts of one delivery call; ``pending`` is what the outbox still holds after it."""
+
+    attempts: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    blocked: int = 0
+    pending: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        if outcome != "blocked":
+            self.attempts += 1
+        if outcome == "delivered":
+            self.delivered += 1
+        elif outcome == "retry":
+            self.retried += 1
+        elif outcome == "dead":
+            self.dead += 1
+        else:
+            self.blocked += 1
+
+    def merge(self, other: DeliveryStats) -> None:
+        """Add ``other``'s counts; ``pending`` becomes ``other``'s (the later look)."""
+        self.attempts += other.attempts
+        self.delivered += other.delivered
+        self.retried += other.retried
+        self.dead += other.dead
+        self.blocked += other.blocked
+        self.pending = other.pending
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What an answer means for a push: ``kind``, the error to record, the earliest retry."""
+
+    kind: Literal["delivered", "retry", "dead"]
+    error: str | None = None
+    not_before: float | None = None
+
+
+def judge(response: HttpResponse, now: float) -> Verdict:
+    """Classify one attempt's answer; ``now`` anchors a ``Retry-After``."""
+    status = response.status
+    if status is None:
+        label = _FAILURES.get(response.failure or "", "no answer")
+        return Verdict("retry", f"{label}: {response.message}" if response.message else label)
+    if 200 <= status < 300:
+        return Verdict("delivered")
+    if status == 429 or status >= 500:
+        return Verdict("retry", f"HTTP {status}", retry_after(response.headers, now))
+    return Verdict("dead", f"HTTP {status} (not retried)")
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """The unix time a ``Retry-After`` header (seconds or HTTP date) names; None if none."""
+    value = _header(headers, "retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return now + int(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # an unreadable value is ignored, like browsers do
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
+    """Later layers win, names compared case-insensitively (``content-type`` too)."""
+    out: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            previous = names.get(name.lower())
+            if previous is not None:
+                del out[previous]
+            names[name.lower()] = name
+            out[name] = value
+    return out
+
+
+def default_owner() -> str:
+    """A lease owner name unique to this process: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Deliverer:
+    """Sends the pushes of one store through one HTTP client, by the project's rules."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: HttpClient,
+        project: Project,
+        secrets: Secrets,
+        *,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.project = project
+        self.secrets = secrets
+        self.owner = owner or default_owner()
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.batch = max(1, min(BATCH, client.limit))
+        # a lease must outlast the slowest attempt, or a second sender could join in
+        slowest = max((w.timeout for w in project.webhooks.values()), default=0.0)
+        self.lease_seconds = max(project.delivery.lease, slowest + LEASE_MARGIN)
+
+    async def send_now(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """One immediate attempt for each pending push of ``ids`` that no one else holds.
+
+        Returns, for each known id, ``{"webhook", "webhook_id", "status", "attempts"}``
+        as the store has it afterwards.
+        """
+        cutoff = self.clock()
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), IDS_PER_LEASE):
+            chunk = ids[start : start + IDS_PER_LEASE]
+            rows = self._lease(cutoff, ids=chunk, limit=len(chunk), ignore_schedule=True)
+            await self._attempt_all(rows)
+            for row in self.store.outbox_rows(chunk).values():
+                out[row.id] = {
+                    "webhook": row.webhook,
+                    "webhook_id": row.id,
+                    "status": row.status,
+                    "attempts": row.attempts,
+                }
+        return out
+
+    async def deliver_due(self, *, ignore_schedule: bool = False) -> DeliveryStats:
+        """One pass: attempt once every push due now (every pending one with
+        ``ignore_schedule``) that no live lease holds."""
+        stats = DeliveryStats()
+        cutoff = self.clock()
+        while rows := self._lease(cutoff, limit=self.batch, ignore_schedule=ignore_schedule):
+            for outcome in await self._attempt_all(rows):
+                stats.count(outcome)
+        stats.pending = self.store.pending_count()
+        return stats
+
+    async def drain(self, *, timeout: float, ignore_schedule: bool = False) -> DeliveryStats:
+        """Send everything due, then keep sending what falls due within ``timeout`` s.
+
+        Returns when nothing is pending, or when the next push falls due after the
+        deadline; ``pending`` in the result tells which.
+        """
+        deadline = self.clock() + timeout
+        stats = await self.deliver_due(ignore_schedule=ignore_schedule)
+        while stats.pending:
+            due = self.store.next_due()
+            now = self.clock()
+            if due is None or due > deadline or now >= deadline:
+                break
+            # wake at least every MAX_POLL: another sender may settle a push it holds
+            await asyncio.sleep(min(max(due - now, 0.005), MAX_POLL))
+            stats.merge(await self.deliver_due())
+        return stats
+
+    def _lease(
+        self,
+        cutoff: float,
+        *,
+        limit: int,
+        ids: Sequence[str] | None = None,
+        ignore_schedule: bool = False,
+    ) -> list[OutboxRow]:
+        return self.store.lease(
+            self.owner,
+            now=self.clock(),
+            seconds=self.lease_seconds,
+            limit=limit,
+            ids=ids,
+            ignore_schedule=ignore_schedule,
+            due_by=cutoff,
+        )
+
+    async def _attempt_all(self, rows: list[OutboxRow]) -> list[Outcome]:
+        """One attempt at each of ``rows`` (leased by us), all at once.
+
+        Successes are marked together, in one transaction after the last attempt of
+        the lot: one commit instead of one per push. A crash between a receiver's 2xx
+        and that commit leaves the push leased; it is sent again (same ``webhook-id``)
+        once the lease runs out, as after a crash between a 2xx and a single mark.
+        """
+        delivered: list[str] = []
+        try:
+            outcomes = await asyncio.gather(*(self._attempt(row, delivered) for row in rows))
+        finally:  # also when one attempt failed or the lot was cancelled
+            if delivered:
+                self.store.mark_delivered_many(delivered, self.owner, now=self.clock())
+        return list(outcomes)
+
+    async def _attempt(self, row: OutboxRow, delivered: list[str]) -> Outcome:
+        now = self.clock()
+        webhook = self.project.webhooks.get(row.webhook)
+        if webhook is None:
+            error = f"webhook '{row.webhook}' is no longer defined in the project"
+            self.store.mark_dead(row.id, self.owner, now=now, error=error)
+            return "dead"
+        try:
+            request = self._request(row, webhook, now)
+        except SecretError as exc:  # its message names the secret, never a value
+            wait = self._wait(min(row.attempts, len(self.project.delivery.retry_schedule) - 1))
+            self.store.mark_blocked(
+                row.id, self.owner, now=now, next_attempt_at=now + wait, error=str(exc)
+            )
+            return "blocked"
+        try:
+            response = await self.client.send(request)
+            verdict = judge(response, self.clock())
+        except Exception as exc:  # a bug in the client must not strand the push
+            verdict = Verdict("retry", f"unexpected error ({type(exc).__name__})")
+        return self._settle(row, verdict, delivered)
+
+    def _request(self, row: OutboxRow, webhook: Webhook, now: float) -> HttpRequest:
+        secret = None
+        if webhook.signing_secret is not None:
+            secret = self.secrets.resolve(webhook.signing_secret)
+        headers = merge_headers(
+            row.headers,
+            {"Content-Type": "application/json", "User-Agent": wire.USER_AGENT},
+            wire.auth_headers(webhook, self.secrets),
+            signing.headers(secret, row.id, int(now), row.payload),
+        )
+        return HttpRequest(
+            method="POST", url=row.url, headers=headers, body=row.payload, timeout=webhook.timeout
+        )
+
+    def _settle(self, row: OutboxRow, verdict: Verdict, delivered: list[str]) -> Outcome:
+        now = self.clock()
+        if verdict.kind == "delivered":
+            delivered.append(row.id)  # marked with the rest of the lot
+            return "delivered"
+        attempts = row.attempts + 1
+        schedule = self.project.delivery.retry_schedule
+        error = verdict.error or "failed"
+        if verdict.kind == "retry" and attempts <= len(schedule):
+            next_at = now + self._wait(attempts - 1)
+            if verdict.not_before is not None:
+                next_at = max(next_at, verdict.not_before)
+            self.store.mark_retry(row.id, self.owner, now=now, next_attempt_at=next_at, error=error)
+            return "retry"
+        if verdict.kind == "retry":
+            error = f"{error}; gave up after {attempts} attempts"
+        self.store.mark_dead(row.id, self.owner, now=now, error=error)
+        return "dead"
+
+    def _wait(self, index: int) -> float:
+        base = self.project.delivery.retry_schedule[index]
+        return base * self.rng.uniform(1 - JITTER, 1 + JITTER)

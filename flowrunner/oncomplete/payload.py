@@ -1,0 +1,77 @@
+"""The on-complete payload (the "predefined format"): a pure builder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowrunner.execution.record import ExecutionRecord, iso
+from flowrunner.jsoncodec import compact
+
+# callDetails field <- $call name
+CALL_DETAILS = (
+    ("cdrId", "cdr"),
+    ("startTime", "start"),
+    ("connectTime", "connect"),
+    ("endTime", "end"),
+    ("calleeNumber", "dnis"),
+    ("didNumber", "did"),
+    ("duration", "duration"),
+    ("hangupCause", "hangup_cause"),
+)
+
+
+def key_value(value: Any) -> str | None:
+    """A key's value as the original format has it: text, JSON for the rest, null kept."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return compact(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else key_value(value)
+
+
+def call_details(call: Mapping[str, Any]) -> dict[str, Any]:
+    """``callDetails[0]``: only the fields whose inputs are present."""
+    details: dict[str, Any] = {}
+    for field, name in CALL_DETAILS:
+        if call.get(name) is not None:
+            details[field] = key_value(call[name])
+    if call.get("direction") is not None:
+        details["incoming"] = call["direction"] == "inbound"
+    return details
+
+
+def build_payload(record: ExecutionRecord) -> dict[str, Any]:
+    """The payload pushed to the on-complete webhook for ``record``."""
+    call = record.call
+    recordings = call.get("recording_urls")
+    return {
+        "phonon-uuid": _text(call.get("uuid")) or record.execution_id,
+        "request-id": _text(call.get("request_id")),
+        "cli": _text(call.get("cli")),
+        "flow": record.flow,
+        "flowStatus": record.status,
+        "error": record.error,
+        "callDetails": [call_details(call)],
+        "keys": [
+            {"name": f"$flow.key.{name}", "value": key_value(value)}
+            for name, value in record.keys.items()
+        ],
+        "recordingUrls": [str(u) for u in recordings] if isinstance(recordings, list) else [],
+        "startedAt": iso(record.started_at),
+        "endedAt": iso(record.ended_at),
+    }
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent (and stored in the outbox)."""
+    return compact(payload).encode()
+
+
+def webhook_id(execution_id: str) -> str:
+    """The ``webhook-id`` of an execution's push, stable across every retry."""
+    return f"msg_{execution_id}"

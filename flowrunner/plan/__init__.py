@@ -1,0 +1,1 @@
+"""Model to runnable plan: the plan types, the compiler and the static data-flow checks."""

@@ -1,0 +1,53 @@
+"""The runnable plan: a flow compiled against its project, templates compiled once and
+jumps resolved to step indexes. What the compiler makes and the engine runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flowrunner.source import model as m
+from flowrunner.templating import Compiled
+
+END = -1  # jump target meaning "the execution ends here"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompiledWebhook:
+    webhook: m.Webhook
+    url: Compiled
+    headers: dict[str, Compiled | m.SecretRef]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompiledProject:
+    project: m.Project
+    webhooks: dict[str, CompiledWebhook]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompiledAssignment:
+    target: str  # as written in the flow (the key under `set`)
+    scope: str  # "flow" or "user"
+    name: str
+    value: Compiled
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompiledStep:
+    step: m.Step
+    index: int
+    when: Compiled | None
+    next_index: int  # END or a step index
+    assignments: tuple[CompiledAssignment, ...] = ()
+    params: dict[str, Compiled] = field(default_factory=dict)
+    failure_index: int | None = None  # None: a failure ends the execution FAILED
+    webhook: CompiledWebhook | None = None
+    method: m.Method | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    flow: m.Flow
+    project: CompiledProject
+    steps: tuple[CompiledStep, ...]
+    on_complete: CompiledWebhook | None

@@ -1,0 +1,157 @@
+"""The typed model of a project and its flows: frozen dataclasses, no I/O.
+
+Built by :mod:`flowrunner.source.to_model` from schema-valid YAML data. Values that may hold
+templates are kept raw here; :mod:`flowrunner.plan.compiler` turns them into a plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from flowrunner.document import Document
+from flowrunner.document import Path as DocPath
+
+BodyKind = Literal["none", "json", "form"]
+Group = Literal["call", "flow.key", "user.key"]
+
+DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+DEFAULT_LEASE = 30.0
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_STATE = ".flowrunner/state.db"
+DEFAULT_GROUPS: tuple[Group, ...] = ("call", "flow.key")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """``{secret: NAME}``: the value of environment variable NAME, read when needed."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoAuth:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BasicAuth:
+    username: str
+    password: SecretRef
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BearerAuth:
+    token: SecretRef
+
+
+Auth = NoAuth | BasicAuth | BearerAuth
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Method:
+    name: str
+    description: str = ""
+    response: dict[str, str] = field(default_factory=dict)  # flow key <- dotted path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    name: str
+    url: str
+    method: str = "POST"
+    auth: Auth = NoAuth()
+    body: BodyKind = "none"
+    headers: dict[str, str | SecretRef] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    default: bool = False
+    signing_secret: SecretRef | None = None
+    methods: dict[str, Method] = field(default_factory=dict)
+    path: DocPath = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpPolicy:
+    enabled: bool = True
+    allow_http: bool = False
+    allowlist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryPolicy:
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    lease: float = DEFAULT_LEASE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPolicy:
+    keep_days: float = 30.0
+    keep_runs: int = 100_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Project:
+    """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state path."""
+
+    root: Path
+    source: Document
+    http: HttpPolicy = HttpPolicy()
+    webhooks: dict[str, Webhook] = field(default_factory=dict)
+    user_keys: dict[str, Any] = field(default_factory=dict)
+    state: Path = Path(DEFAULT_STATE)
+    delivery: DeliveryPolicy = DeliveryPolicy()
+    history: HistoryPolicy = HistoryPolicy()
+
+    @property
+    def file(self) -> str:
+        return self.source.file
+
+    def default_webhook(self) -> Webhook | None:
+        return next((w for w in self.webhooks.values() if w.default), None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepBase:
+    id: str
+    path: DocPath  # where the step sits in its flow file
+    when: Any = None  # None: always; else a bool or a template string
+    next: str | None = None  # a step id or "end"; None: the following step
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    target: str  # a flow key name, "$user.key.<name>" or (invalid) "$call.<name>"
+    value: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationStep(StepBase):
+    assignments: tuple[Assignment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookStep(StepBase):
+    webhook: str
+    method: str
+    parameters: tuple[Group, ...] = DEFAULT_GROUPS
+    params: dict[str, Any] = field(default_factory=dict)
+    document: str = ""
+    on_failure: str | None = None
+
+
+Step = OperationStep | WebhookStep
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flow:
+    name: str
+    source: Document
+    description: str = ""
+    on_complete: bool | str = False
+    keys: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def file(self) -> str:
+        return self.source.file

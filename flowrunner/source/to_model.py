@@ -1,0 +1,118 @@
+"""Turn schema-valid YAML data into the typed model (no checks beyond the schema's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from flowrunner.document import Document
+from flowrunner.source import model as m
+
+
+def _secret(value: Any) -> m.SecretRef:
+    return m.SecretRef(name=str(value["secret"]))
+
+
+def _auth(value: Any) -> m.Auth:
+    if isinstance(value, dict) and "basic" in value:
+        basic = value["basic"]
+        return m.BasicAuth(username=str(basic["username"]), password=_secret(basic["password"]))
+    if isinstance(value, dict) and "bearer" in value:
+        return m.BearerAuth(token=_secret(value["bearer"]["token"]))
+    return m.NoAuth()
+
+
+def _header(value: Any) -> str | m.SecretRef:
+    return _secret(value) if isinstance(value, dict) else str(value)
+
+
+def _webhook(name: str, data: dict[str, Any]) -> m.Webhook:
+    methods = {
+        mname: m.Method(
+            name=mname,
+            description=str((mdata or {}).get("description", "")),
+            response={k: str(v) for k, v in ((mdata or {}).get("response") or {}).items()},
+        )
+        for mname, mdata in (data.get("methods") or {}).items()
+    }
+    signing = data.get("signing_secret")
+    return m.Webhook(
+        name=name,
+        url=str(data["url"]),
+        method=str(data.get("method", "POST")).upper(),
+        auth=_auth(data.get("auth", "none")),
+        body=cast(m.BodyKind, data.get("body", "none")),
+        headers={str(k): _header(v) for k, v in (data.get("headers") or {}).items()},
+        timeout=float(data.get("timeout", m.DEFAULT_TIMEOUT)),
+        default=bool(data.get("default", False)),
+        signing_secret=_secret(signing) if isinstance(signing, dict) else None,
+        methods=methods,
+        path=("webhooks", name),
+    )
+
+
+def build_project(doc: Document, root: Path) -> m.Project:
+    """The project described by ``doc`` (a schema-valid ``flowrunner.yaml``)."""
+    data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
+    http = data.get("http") or {}
+    delivery = data.get("delivery") or {}
+    history = data.get("history") or {}
+    state = Path(str(data.get("state", m.DEFAULT_STATE)))
+    return m.Project(
+        root=root,
+        source=doc,
+        http=m.HttpPolicy(
+            enabled=bool(http.get("enabled", True)),
+            allow_http=bool(http.get("allow_http", False)),
+            allowlist=tuple(str(a) for a in http.get("allowlist") or ()),
+        ),
+        webhooks={str(n): _webhook(str(n), w) for n, w in (data.get("webhooks") or {}).items()},
+        user_keys=dict(data.get("user_keys") or {}),
+        state=state if state.is_absolute() else root / state,
+        delivery=m.DeliveryPolicy(
+            retry_schedule=tuple(
+                float(s) for s in delivery.get("retry_schedule", m.DEFAULT_RETRY_SCHEDULE)
+            ),
+            lease=float(delivery.get("lease", m.DEFAULT_LEASE)),
+        ),
+        history=m.HistoryPolicy(
+            keep_days=float(history.get("keep_days", 30)),
+            keep_runs=int(history.get("keep_runs", 100_000)),
+        ),
+    )
+
+
+def _step(index: int, data: dict[str, Any]) -> m.Step:
+    common: dict[str, Any] = {
+        "id": str(data["id"]),
+        "path": ("steps", index),
+        "when": data.get("when"),
+        "next": data.get("next"),
+    }
+    if "webhook" in data:
+        return m.WebhookStep(
+            **common,
+            webhook=str(data["webhook"]),
+            method=str(data["method"]),
+            parameters=tuple(data.get("parameters", m.DEFAULT_GROUPS)),
+            params=dict(data.get("params") or {}),
+            document=str(data.get("document", "")),
+            on_failure=data.get("on_failure"),
+        )
+    assignments = tuple(
+        m.Assignment(target=str(k), value=v) for k, v in (data.get("set") or {}).items()
+    )
+    return m.OperationStep(**common, assignments=assignments)
+
+
+def build_flow(doc: Document) -> m.Flow:
+    """The flow described by ``doc`` (a schema-valid flow file)."""
+    data: dict[str, Any] = doc.data
+    return m.Flow(
+        name=str(data["flow"]),
+        source=doc,
+        description=str(data.get("description", "")),
+        on_complete=data.get("on_complete", False),
+        keys=dict(data.get("keys") or {}),
+        steps=tuple(_step(i, s) for i, s in enumerate(data.get("steps") or ())),
+    )

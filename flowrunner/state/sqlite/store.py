@@ -1,0 +1,199 @@
+"""The :class:`Store`: opening the state file, its schema, and the user keys.
+
+The outbox and the execution history come from :mod:`flowrunner.state.sqlite.outbox` and
+:mod:`flowrunner.state.sqlite.history`, which the store inherits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from flowrunner.errors import StateError
+from flowrunner.state.records import _dump
+from flowrunner.state.sqlite.connection import BUSY_TIMEOUT_MS
+from flowrunner.state.sqlite.history import HistoryMixin
+from flowrunner.state.sqlite.outbox import OutboxMixin
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_keys (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    execution_id TEXT PRIMARY KEY,
+    flow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    url TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_attempt_at REAL,
+    last_error TEXT,
+    lease_owner TEXT,
+    lease_until REAL,
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_execution ON outbox (execution_id);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at);
+"""
+
+
+def stored_user_keys(path: Path) -> dict[str, Any]:
+    """The user keys stored in the state file at ``path``, read without writing
+    anything: none when there is no file yet (a dry run creates none).
+
+    Raises :class:`StateError` when the file is not a readable flowrunner state file.
+    """
+    if not path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            rows = conn.execute("SELECT name, value FROM user_keys").fetchall()
+        finally:
+            conn.close()
+        return {name: json.loads(value) for name, value in rows}
+    except (sqlite3.Error, ValueError) as exc:
+        raise StateError(f"{path}: cannot read the user keys ({exc})") from None
+
+
+class Store(OutboxMixin, HistoryMixin):
+    """A connection to the state file. Use it from the thread that opened it."""
+
+    # ---- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating folders, file and schema as needed) the state file at ``path``.
+
+        Raises :class:`StateError` when the file is not a usable SQLite database.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"{path}: cannot create its folder ({exc.strerror})") from None
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the state file ({exc})") from None
+        store = cls(path, conn)
+        try:
+            store._setup()
+        except StateError:
+            conn.close()
+            raise
+        return store
+
+    def _setup(self) -> None:
+        with self._translate("open"):
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._busy_retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
+            if mode.fetchone()[0].lower() != "wal":
+                raise StateError(f"{self.path}: cannot use WAL mode on this file system")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        version = self._read("PRAGMA user_version")[0][0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path}: written by a newer flowrunner (schema {version}, "
+                f"this one knows {SCHEMA_VERSION})"
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        # executescript() commits on its own; run the statements one by one instead so
+        # the whole migration is one transaction that a second process waits for.
+        with self._write("migrate") as cur:
+            if cur.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return  # another process migrated while we waited
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._translate("close"):
+            self._conn.close()
+
+    def integrity_ok(self) -> bool:
+        """True when SQLite's quick check finds the file sound."""
+        rows = self._read("PRAGMA quick_check")
+        return len(rows) == 1 and rows[0][0] == "ok"
+
+    # ---- user keys ---------------------------------------------------------------
+
+    def seed_user_keys(self, values: Mapping[str, Any]) -> None:
+        """Store each of ``values`` whose name is not stored yet (a stored value wins)."""
+        now = time.time()
+        rows = [(name, _dump(value), now) for name, value in values.items()]
+        with self._write("seed user keys") as cur:
+            cur.executemany(
+                "INSERT INTO user_keys (name, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                rows,
+            )
+
+    def user_keys(self) -> dict[str, Any]:
+        """Every stored user key and its value."""
+        rows = self._read("SELECT name, value FROM user_keys ORDER BY name")
+        return {name: json.loads(value) for name, value in rows}
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file.
+
+        Reads no table (SQLite's ``PRAGMA data_version``): a cache of this file checks it
+        to notice writes made by other connections and processes.
+        """
+        return int(self._read("PRAGMA data_version")[0][0])
+
+    def set_user_key(self, name: str, value: Any) -> None:
+        """Store ``value`` under ``name`` at once; the last write wins."""
+        self.set_user_keys({name: value})
+
+    def set_user_keys(self, values: Mapping[str, Any]) -> None:
+        """Store several user keys in one transaction; the last write wins."""
+        now = time.time()
+        rows = [(name, _dump(value), now) for name, value in values.items()]
+        with self._write("write user keys") as cur:
+            cur.executemany(_UPSERT_KEY, rows)
+
+    def update_user_key(self, name: str, update: Callable[[Any], Any], default: Any = None) -> Any:
+        """Read, change and write one user key in one transaction; returns the new value.
+
+        ``update`` gets the stored value (``default`` when unset). Concurrent updates
+        from other processes wait for each other, so none is lost.
+        """
+        with self._write("update a user key") as cur:
+            row = cur.execute("SELECT value FROM user_keys WHERE name = ?", (name,)).fetchone()
+            value = update(default if row is None else json.loads(row[0]))
+            cur.execute(_UPSERT_KEY, (name, _dump(value), time.time()))
+        return value
+
+
+_UPSERT_KEY = (
+    "INSERT INTO user_keys (name, value, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)

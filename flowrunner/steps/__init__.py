@@ -1,1 +1,0 @@
-"""One handler per step kind; the engine registers them in an explicit dict."""
