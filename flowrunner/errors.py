@@ -9,7 +9,6 @@ The hierarchy::
     ├── TemplateError               a template failed at compile or render time
     │   └── UndefinedReference      a reference to something unset
     ├── SecretError                 a `{secret: NAME}` could not be resolved (names NAME only)
-    ├── StepError                   a step could not be executed (carries step id, reason)
     └── StateError                  the SQLite state store could not be used
 
 A ``Diagnostic`` is one problem found in a file, with a 1-based position, a severity and
@@ -169,16 +168,6 @@ class StepFailure:
     reason: str
     message: str
     extra: dict[str, object] = field(default_factory=dict)
-
-
-class StepError(FlowrunnerError):
-    """A step could not run (template error at render time, bad assignment target...)."""
-
-    exit_code = 1
-
-    def __init__(self, failure: StepFailure) -> None:
-        self.failure = failure
-        super().__init__(f"step '{failure.step}': {failure.message}")
 
 
 class StateError(FlowrunnerError):

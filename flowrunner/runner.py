@@ -14,12 +14,17 @@ import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowrunner.errors import TemplateError
 from flowrunner.execution.context import Inputs, MemoryUserKeys, Services, UserKeyStore
 from flowrunner.execution.engine import Engine
-from flowrunner.execution.record import ExecutionRecord, iso
+from flowrunner.execution.record import ExecutionRecord
+from flowrunner.state.protocol import UserKeys
+from flowrunner.times import iso
+
+if TYPE_CHECKING:  # the sender imports the HTTP layer: only when a run sends
+    from flowrunner.oncomplete.delivery import Deliverer
 from flowrunner.jsoncodec import dumps
 from flowrunner.oncomplete import payload as oncomplete
 from flowrunner.plan.types import CompiledWebhook, Plan
@@ -58,8 +63,8 @@ class CachedUserKeys:
     would cost a query per execution, and each query lets other threads take the GIL.
     """
 
-    def __init__(self, store: Any, clock: Callable[[], float] = time.monotonic) -> None:
-        self._store = store  # flowrunner.state.Store; Any keeps sqlite out of this import
+    def __init__(self, store: UserKeys, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
         self._clock = clock
         self._checked = clock()
         self._version = store.data_version()
@@ -87,7 +92,7 @@ class PushBatcher:
     A group commit wakes all its executions in one pass, so their pushes go together.
     """
 
-    def __init__(self, deliverer: Any) -> None:
+    def __init__(self, deliverer: Deliverer) -> None:
         self._deliverer = deliverer
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,9 +174,9 @@ class Runner:
             # what a real run would read (seeds, then the stored values), never written
             stored: dict[str, Any] = {}
             if self.project.state.exists():
-                from flowrunner.state import stored_user_keys
+                from flowrunner.state import read_user_keys
 
-                stored = stored_user_keys(self.project.state)
+                stored = read_user_keys(self.project.state)
             users = MemoryUserKeys({**self.project.user_keys, **stored})
         else:
             users = await self._open_state()
@@ -184,9 +189,9 @@ class Runner:
     async def _open_state(self) -> UserKeyStore:
         from flowrunner.net.http import HttpClient
         from flowrunner.oncomplete.delivery import Deliverer
-        from flowrunner.state import AsyncRecorder, Store
+        from flowrunner.state import open_recorder, open_store
 
-        self.store = Store.open(self.project.state)
+        self.store = open_store(self.project.state)
         self._stack.callback(self.store.close)
         self.store.seed_user_keys(self.project.user_keys)
         self._stack.callback(self._prune)  # runs after everything opened below is closed
@@ -195,7 +200,7 @@ class Runner:
         )
         self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
         if self.group_commit:
-            self.recorder = await self._stack.enter_async_context(AsyncRecorder(self.store))
+            self.recorder = await self._stack.enter_async_context(open_recorder(self.store))
             self.pushes = PushBatcher(self.deliverer)
             self._stack.push_async_callback(self.pushes.aclose)
         return CachedUserKeys(self.store)
@@ -225,7 +230,7 @@ class Runner:
 
         With ``group_commit`` the end is recorded with other executions' ends.
         """
-        from flowrunner.state import EncodedRecord
+        from flowrunner.state.records import EncodedRecord
 
         record = await self.engine.execute(inputs)
         data = record.as_dict()
@@ -262,7 +267,7 @@ class Runner:
     def _push(self, record: ExecutionRecord) -> Any:
         """The push of ``record`` (None without one). A push whose URL or headers cannot
         be rendered is not lost silently: the record says it is dead, and why."""
-        from flowrunner.state import NewPush
+        from flowrunner.state.records import NewPush
 
         target = self.push_to
         if target is None:

@@ -25,7 +25,7 @@ from flowrunner.batch.local import time_ordered_id
 from flowrunner.batch.progress import Counts, bar_text, summary_line
 from flowrunner.jsoncodec import dumps, loads
 from flowrunner.runner import REFRESH, CachedUserKeys
-from flowrunner.state import Store
+from flowrunner.state.sqlite.store import Store
 
 PROJECT = """\
 version: 1

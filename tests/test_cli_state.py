@@ -14,7 +14,8 @@ from aiohttp import web
 from click.testing import CliRunner, Result
 
 from flowrunner.cli.main import main
-from flowrunner.state import NewPush, Store
+from flowrunner.state.records import NewPush
+from flowrunner.state.sqlite.store import Store
 
 SECRET = "whsec_c2VjcmV0LWtleS1vZi10aGUtc2luaw=="
 

@@ -33,7 +33,8 @@ from flowrunner.source.model import (
     SecretRef,
     Webhook,
 )
-from flowrunner.state import NewPush, Store
+from flowrunner.state.records import NewPush
+from flowrunner.state.sqlite.store import Store
 
 SIGNING_KEY = b"an independent key of 32 bytes!!"
 SIGNING_SECRET = "whsec_" + base64.b64encode(SIGNING_KEY).decode()

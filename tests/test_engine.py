@@ -17,7 +17,7 @@ from flowrunner.execution.engine import STEP_LIMIT, Engine
 from flowrunner.net.http import HttpClient
 from flowrunner.secrets import Secrets
 from flowrunner.source.model import HttpPolicy
-from flowrunner.state import Store
+from flowrunner.state.sqlite.store import Store
 
 LOOPBACK = HttpPolicy(allow_http=True, allowlist=("127.0.0.1",))
 

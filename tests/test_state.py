@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from flowrunner.errors import StateError
-from flowrunner.state import AsyncRecorder, NewPush, Store
+from flowrunner.state.records import NewPush
+from flowrunner.state.sqlite.recorder import AsyncRecorder
+from flowrunner.state.sqlite.store import Store
 
 
 def record(execution_id: str, *, started: str = "2026-11-28T10:00:00.000+00:00") -> dict[str, Any]:

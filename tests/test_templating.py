@@ -109,9 +109,8 @@ def test_references_and_plain_text_never_touch_jinja(monkeypatch: pytest.MonkeyP
     # every module of the package that can reach Jinja's environment
     for module in ("compiling", "environment", "static", "syntax"):
         target = importlib.import_module(f"flowrunner.templating.{module}")
-        if hasattr(target, "_environment"):
-            monkeypatch.setattr(target, "_environment", no_jinja)
-    monkeypatch.setattr(templating, "_environment", no_jinja)
+        monkeypatch.setattr(target, "sandbox_environment", no_jinja)
+    monkeypatch.setattr(templating, "sandbox_environment", no_jinja)
     assert render("$call.dnis") == "0800"
     assert render("{{ $call.dnis }}") == "0800"
     assert render("Dial $call.dnis, $$1 a minute") == "Dial 0800, $1 a minute"

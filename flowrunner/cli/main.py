@@ -15,6 +15,7 @@ import click
 
 from flowrunner import __version__
 from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded
+from flowrunner.cli.report import FORMATS
 
 MAX_WORKERS = 256
 
@@ -59,7 +60,7 @@ def main(ctx: click.Context, project: Path | None, debug: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "github"]),
+    type=click.Choice(FORMATS),
     default="text",
     show_default=True,
     help="Output format.",

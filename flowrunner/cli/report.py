@@ -8,8 +8,6 @@ from typing import Any
 
 from flowrunner.errors import Diagnostic
 
-FORMATS = ("text", "json", "github")
-
 
 def text(diags: Sequence[Diagnostic]) -> str:
     """One ``file:line:col: severity: message [rule]`` line each, then a summary."""
@@ -55,6 +53,7 @@ RENDERERS: dict[str, Callable[[Sequence[Diagnostic]], str]] = {
     "json": as_json,
     "github": github,
 }
+FORMATS = tuple(RENDERERS)  # the choices of --format
 
 
 def _value(value: object) -> str:

@@ -147,9 +147,9 @@ def batch_run(
 
 def _prepare_state(plan: Any) -> None:
     """Open the state file (creating it) and seed the user keys, as every run does."""
-    from flowrunner.state import Store
+    from flowrunner.state import open_store
 
-    store = Store.open(plan.project.project.state)
+    store = open_store(plan.project.project.state)
     try:
         store.seed_user_keys(plan.project.project.user_keys)
     finally:

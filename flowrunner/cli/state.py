@@ -18,7 +18,7 @@ import click
 from flowrunner.cli.common import EXIT_OK, EXIT_PENDING, State, guarded
 from flowrunner.errors import Diagnostic, InvalidProject, UsageError
 from flowrunner.source.model import Project
-from flowrunner.state import Store
+from flowrunner.state import StateStore, open_store
 
 if TYPE_CHECKING:
     from flowrunner.oncomplete.delivery import DeliveryStats
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def opened(state: State) -> Iterator[tuple[Project, Store]]:
+def opened(state: State) -> Iterator[tuple[Project, StateStore]]:
     """The checked project and its open store; raises InvalidProject on project errors."""
     from flowrunner.project import load_project, require_root
 
@@ -34,7 +34,7 @@ def opened(state: State) -> Iterator[tuple[Project, Store]]:
     compiled, diags = load_project(root)
     if compiled is None or any(d.severity == "error" for d in diags):
         raise InvalidProject(sorted(diags, key=Diagnostic.sort_key))
-    store = Store.open(compiled.project.state)
+    store = open_store(compiled.project.state)
     try:
         yield compiled.project, store
     finally:
@@ -168,7 +168,7 @@ def drain(
 
 
 def _run_drain(
-    project: Project, store: Store, secrets: Secrets, timeout: float, ignore_schedule: bool
+    project: Project, store: StateStore, secrets: Secrets, timeout: float, ignore_schedule: bool
 ) -> DeliveryStats:
     import asyncio
 

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from flowrunner.errors import StepFailure
-from flowrunner.execution.record import StepTrace, iso
+from flowrunner.execution.record import StepTrace
 from flowrunner.net.transport import Transport
 from flowrunner.plan.types import CompiledStep, Plan
 from flowrunner.secrets import Secrets
 from flowrunner.templating import Variables
+from flowrunner.times import iso
 
 # the text forms of false values: what `{% if %}true{% else %}false{% endif %}`, a
 # `--call vip=false` or a boolean formatted into text give
@@ -96,7 +97,7 @@ class Inputs:
 class Services:
     """What steps may use: the HTTP client, secrets, user keys, dry-run switch."""
 
-    client: Transport
+    client: Transport | None  # None in a dry run, which sends nothing
     secrets: Secrets
     users: UserKeyStore
     dry_run: bool = False

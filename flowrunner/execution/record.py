@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+from flowrunner.times import iso
 
 Status = Literal["COMPLETED", "FAILED"]
 Outcome = Literal["ok", "skipped", "failed"]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# the last UTC second formatted, as ((days, seconds) since the epoch, its text up to the
-# seconds): records come many per second, and formatting a whole datetime costs twice
-# as much as adding the milliseconds to a known second
-_last_second: tuple[tuple[int, int], str] = ((0, 0), "1970-01-01T00:00:00")
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 with milliseconds and offset: ``2026-11-28T10:00:00.120+00:00``."""
-    global _last_second
-    if moment.tzinfo is not UTC:
-        return moment.isoformat(timespec="milliseconds")
-    delta = moment - _EPOCH
-    key = (delta.days, delta.seconds)
-    known, head = _last_second
-    if key != known:
-        head = moment.isoformat(timespec="seconds")[:-6]  # without "+00:00"
-        _last_second = (key, head)
-    return f"{head}.{moment.microsecond // 1000:03d}+00:00"
 
 
 @dataclass(slots=True, kw_only=True)

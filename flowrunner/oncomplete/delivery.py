@@ -37,7 +37,8 @@ from flowrunner.net.http import HttpClient, HttpRequest
 from flowrunner.net.request import HttpResponse
 from flowrunner.secrets import Secrets
 from flowrunner.source.model import Project, Webhook
-from flowrunner.state import OutboxRow, Store
+from flowrunner.state.protocol import Outbox
+from flowrunner.state.records import OutboxRow
 
 JITTER = 0.2  # each wait is its schedule entry times a factor in [0.8, 1.2]
 LEASE_MARGIN = 5.0  # seconds a lease outlasts the longest possible attempt
@@ -162,7 +163,7 @@ class Deliverer:
 
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         client: HttpClient,
         project: Project,
         secrets: Secrets,

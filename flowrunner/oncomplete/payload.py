@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowrunner.execution.record import ExecutionRecord, iso
+from flowrunner.execution.record import ExecutionRecord
 from flowrunner.jsoncodec import compact
+from flowrunner.times import iso
 
 # callDetails field <- $call name
 CALL_DETAILS = (

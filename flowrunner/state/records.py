@@ -1,19 +1,17 @@
 """The values the state store takes and gives: pushes, execution records, outbox rows.
 
-Also the time conversions (:func:`iso`, :func:`unix`) and the encoding of records and
-pushes into table rows.
+Also the encoding of records and pushes into table rows.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from flowrunner.jsoncodec import compact
+from flowrunner.times import iso_unix, unix
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,39 +93,21 @@ class OutboxRow:
             "webhook": self.webhook,
             "status": self.status,
             "attempts": self.attempts,
-            "next_attempt_at": iso(self.next_attempt_at) if self.status == "pending" else None,
+            "next_attempt_at": iso_unix(self.next_attempt_at) if self.status == "pending" else None,
             "last_error": self.last_error,
-            "created_at": iso(self.created_at),
-            "delivered_at": iso(self.delivered_at),
+            "created_at": iso_unix(self.created_at),
+            "delivered_at": iso_unix(self.delivered_at),
         }
-
-
-def iso(moment: float | None) -> str | None:
-    """A unix time as ISO 8601 UTC with milliseconds; ``None`` stays ``None``."""
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
-
-
-def unix(text: Any) -> float:
-    """An ISO 8601 string as unix seconds (naive means UTC); anything else: now."""
-    try:
-        moment = datetime.fromisoformat(str(text))
-    except ValueError:
-        return time.time()
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 Item = tuple[Record, NewPush | None]
 
 
-def _dump(value: Any) -> str:
+def dump_value(value: Any) -> str:
     return compact(value)
 
 
-def _run_row(record: Record) -> tuple[Any, ...]:
+def run_row(record: Record) -> tuple[Any, ...]:
     if isinstance(record, EncodedRecord):
         return (
             record.execution_id,
@@ -145,17 +125,17 @@ def _run_row(record: Record) -> tuple[Any, ...]:
         str(record.get("status", "")),
         started,
         ended,
-        _dump(record),
+        dump_value(record),
     )
 
 
-def _push_row(push: NewPush) -> tuple[Any, ...]:
+def push_row(push: NewPush) -> tuple[Any, ...]:
     return (
         push.id,
         push.execution_id,
         push.webhook,
         push.url,
-        _dump(push.headers),
+        dump_value(push.headers),
         push.payload,
         push.created_at,
         push.created_at,

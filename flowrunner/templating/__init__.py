@@ -36,7 +36,7 @@ data, output limits, render errors), :mod:`.sandbox`, :mod:`.filters` and
 from __future__ import annotations
 
 from flowrunner.templating.compiling import MAX_SOURCE, compile_value, offset_mark
-from flowrunner.templating.environment import _environment as _environment
+from flowrunner.templating.environment import sandbox_environment as sandbox_environment
 from flowrunner.templating.references import SCOPES, Reference, Variables, suggest
 from flowrunner.templating.render import MAX_OUTPUT, format_text
 from flowrunner.templating.values import (

@@ -14,7 +14,7 @@ from jinja2.optimizer import optimize
 
 from flowrunner.errors import Mark, TemplateError, Where
 from flowrunner.templating import limits
-from flowrunner.templating.environment import _environment, _single_output
+from flowrunner.templating.environment import sandbox_environment, single_output
 from flowrunner.templating.references import (
     Construct,
     Literal,
@@ -24,15 +24,15 @@ from flowrunner.templating.references import (
     scan,
     to_jinja,
 )
-from flowrunner.templating.render import _render_error
+from flowrunner.templating.render import render_error
 from flowrunner.templating.static import (
-    _check_callables,
-    _check_tree,
-    _index,
-    _meter_loops,
-    _soften,
+    check_callables,
+    check_tree,
+    index_tree,
+    meter_loops,
+    soften,
 )
-from flowrunner.templating.syntax import _syntax_message, _syntax_offset
+from flowrunner.templating.syntax import syntax_message, syntax_offset
 from flowrunner.templating.values import (
     Compiled,
     Constant,
@@ -180,29 +180,29 @@ def _compile_jinja(
         raise ScanError(message, 0, limits.TOO_LARGE)
     source = to_jinja(pieces)
     references = tuple(_all_references(pieces))
-    env = _environment()
+    env = sandbox_environment()
     try:
         tree = env.parse(source.text)
-        index = _index(tree)
-        _check_tree(index, text, source)
-        _check_callables(index, env)
-        _soften(index)
-        _meter_loops(index)
+        index = index_tree(tree)
+        check_tree(index, text, source)
+        check_callables(index, env)
+        soften(index)
+        meter_loops(index)
         # Constant folding is where compiling can fail the way rendering would
         # (`''.x ~ 'a'`): do it now; generating Python waits for the first render, so
         # that checking a thousand flows costs a parse per template, not a compile.
         tree = cast(nodes.Template, optimize(tree, env))
-        if expression and _single_output(tree) is not None:
+        if expression and single_output(tree) is not None:
             return Expression(references, where, tree)
         return JinjaText(references, where, tree)
     except TemplateSyntaxError as exc:
-        offset = _syntax_offset(exc, source, text)
-        raise ScanError(_syntax_message(exc), offset, "template-syntax") from exc
+        offset = syntax_offset(exc, source, text)
+        raise ScanError(syntax_message(exc), offset, "template-syntax") from exc
     except TemplateRuntimeError as exc:
         # Jinja folds constant parts while compiling, and folding `''.x ~ 'a'` or
         # `'a' if ''.x else 'b'` raises what rendering would: report that, here
         first = source.constructs[0][0].start if source.constructs else 0
-        error = _render_error(exc, Where())
+        error = render_error(exc, Where())
         raise ScanError(error.bare_message, first, error.rule) from exc
     except (RecursionError, MemoryError, SyntaxError, ValueError, OverflowError) as exc:
         # deep nesting or huge literals that Jinja's parser or Python's compiler refuse

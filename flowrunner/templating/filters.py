@@ -13,7 +13,7 @@ from jinja2.filters import make_attrgetter
 
 from flowrunner.templating import limits
 from flowrunner.templating.limits import MAX_INPUT, MAX_VALUE
-from flowrunner.templating.sandbox import _int
+from flowrunner.templating.sandbox import as_int
 
 # filters whose result is at least as long as their input's text: an input over
 # MAX_VALUE can only give a result over it
@@ -33,7 +33,7 @@ def _param(params: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, d
 
 def _indent_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     width = _param(params, kwargs, 0, "width", 4)
-    width = len(width) if isinstance(width, str) else _int(width)
+    width = len(width) if isinstance(width, str) else as_int(width)
     text = value if isinstance(value, str) else ""
     return limits.measure(value, MAX_VALUE) + (text.count("\n") + 1) * max(width, 0)
 
@@ -41,7 +41,7 @@ def _indent_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]
 def _wordwrap_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     # a break inside a word adds the wrap string; a break at whitespace replaces it
     text = value if isinstance(value, str) else str(value)
-    width = max(_int(_param(params, kwargs, 0, "width", 79)), 1)
+    width = max(as_int(_param(params, kwargs, 0, "width", 79)), 1)
     wrap = _param(params, kwargs, 2, "wrapstring", None)
     size = len(wrap) if isinstance(wrap, str) else 1
     spaces = sum(map(text.count, (" ", "\t", "\n", "-")))
@@ -62,23 +62,23 @@ def _format_estimate(value: Any, params: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 _ESTIMATES: dict[str, Estimate] = {
-    "center": lambda v, p, k: _int(_param(p, k, 0, "width", 80)),
+    "center": lambda v, p, k: as_int(_param(p, k, 0, "width", 80)),
     "indent": _indent_estimate,
     "wordwrap": _wordwrap_estimate,
     "replace": _replace_estimate,
     "format": _format_estimate,
     "batch": lambda v, p, k: (
-        _int(_param(p, k, 0, "linecount", 0))
+        as_int(_param(p, k, 0, "linecount", 0))
         if _param(p, k, 1, "fill_with", None) is not None
         else 0
     ),
-    "slice": lambda v, p, k: _int(_param(p, k, 0, "slices", 0)),
-    "tojson": lambda v, p, k: limits.measure(v, MAX_VALUE, _int(_param(p, k, 0, "indent", 0))),
+    "slice": lambda v, p, k: as_int(_param(p, k, 0, "slices", 0)),
+    "tojson": lambda v, p, k: limits.measure(v, MAX_VALUE, as_int(_param(p, k, 0, "indent", 0))),
     "pprint": lambda v, p, k: limits.measure(v, MAX_VALUE, 1),
 }
 
 
-def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+def guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` with its input measured, its amplification estimated, its result
     charged (a filter that hands its input back is not charged)."""
     offset = 0 if getattr(func, "jinja_pass_arg", None) is None else 1  # context first?
@@ -102,7 +102,7 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
+def join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
     """The join filter, with its items counted before anything is joined."""
 
     @functools.wraps(original)
@@ -114,7 +114,7 @@ def _join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
     return join
 
 
-def _sum_filter(original: Callable[..., Any]) -> Callable[..., Any]:
+def sum_filter(original: Callable[..., Any]) -> Callable[..., Any]:
     """The sum filter; sequences are concatenated in linear time, not pairwise."""
 
     @pass_environment

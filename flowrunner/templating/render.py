@@ -41,7 +41,7 @@ class _NotData(Exception):
     """A template produced something that is not JSON-like data."""
 
 
-def _as_data(value: Any) -> Any:
+def as_data(value: Any) -> Any:
     """A typed result as plain data: containers copied with tuples as lists, Markup as
     str; an undefined value raises its reason, anything else raises _NotData."""
     if isinstance(value, dict | list | tuple):
@@ -49,13 +49,13 @@ def _as_data(value: Any) -> Any:
     if isinstance(value, str | int | float | type(None)):
         return str.__str__(value) if isinstance(value, Markup) else value
     if isinstance(value, dict):
-        return {key: _as_data(item) for key, item in value.items()}
+        return {key: as_data(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_as_data(item) for item in value]
+        return [as_data(item) for item in value]
     _not_data(value)
 
 
-def _finalize(value: Any) -> str:
+def finalize_output(value: Any) -> str:
     # containers go to JSON, where an undefined member still raises (through str())
     if isinstance(value, dict | list | tuple):
         limits.require_measure(value, "a rendered value")
@@ -70,27 +70,27 @@ def _not_data(value: Any) -> NoReturn:
     raise _NotData(f"the template gives a {type(value).__name__} object, not data")
 
 
-def _output_too_large() -> LimitExceeded:
+def output_too_large() -> LimitExceeded:
     return LimitExceeded("rendered text is over 64 KiB")
 
 
-def _limit_output(text: str) -> str:
+def limit_output(text: str) -> str:
     # a character is at least one UTF-8 byte: short texts need no encoding
     if len(text) > MAX_OUTPUT // 4:
         if len(text) > MAX_OUTPUT or len(text.encode("utf-8", "surrogatepass")) > MAX_OUTPUT:
-            raise _output_too_large()
+            raise output_too_large()
     return text
 
 
-def _collect(chunks: Iterator[str]) -> str:
+def collect_output(chunks: Iterator[str]) -> str:
     parts: list[str] = []
     size = 0
     for chunk in chunks:
         size += len(chunk)
         if size > MAX_OUTPUT:  # stop early: a loop may be producing without end
-            raise _output_too_large()
+            raise output_too_large()
         parts.append(chunk)
-    return _limit_output("".join(parts))
+    return limit_output("".join(parts))
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -102,7 +102,7 @@ _PLAIN_REASONS: dict[type[BaseException], str] = {
 }
 
 
-def _render_error(exc: Exception, where: Where) -> TemplateError:
+def render_error(exc: Exception, where: Where) -> TemplateError:
     """The TemplateError for an exception raised while rendering; messages stay short
     and never quote values (only Jinja's and Python's descriptions of types)."""
     if isinstance(exc, Missing):

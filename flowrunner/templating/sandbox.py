@@ -26,25 +26,25 @@ from flowrunner.templating.limits import MAX_VALUE, LimitExceeded
 from flowrunner.templating.references import Missing, resolve
 
 _MAX_INT_BITS = 10_000  # below Python's 4300-digit limit on int -> str
-_VARIABLES = "_variables"  # the render-context entry HELPER reads
-_SOFT_HELPER = "_ref_or_undefined"
-_LOOP_ITEMS = "_loop_items"
+VARIABLES = "_variables"  # the render-context entry HELPER reads
+SOFT_HELPER = "_ref_or_undefined"
+LOOP_ITEMS = "_loop_items"
 
 
 @pass_context
-def _reference(context: Context, scope: str, *path: str) -> Any:
-    return resolve(context.parent[_VARIABLES], scope, path)
+def reference_helper(context: Context, scope: str, *path: str) -> Any:
+    return resolve(context.parent[VARIABLES], scope, path)
 
 
 @pass_context
-def _reference_or_undefined(context: Context, scope: str, *path: str) -> Any:
+def reference_or_undefined(context: Context, scope: str, *path: str) -> Any:
     try:
-        return resolve(context.parent[_VARIABLES], scope, path)
+        return resolve(context.parent[VARIABLES], scope, path)
     except Missing as exc:
         return context.environment.undefined(hint=f"undefined variable {exc.reference}")
 
 
-def _safe_range(*args: int) -> range:
+def safe_range(*args: int) -> range:
     numbers = range(*args)
     try:
         size = len(numbers)
@@ -55,12 +55,12 @@ def _safe_range(*args: int) -> range:
     return numbers
 
 
-def _int(value: Any, default: int = 0) -> int:
+def as_int(value: Any, default: int = 0) -> int:
     return value if isinstance(value, int) else default
 
 
-def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
-    words = _int(n) * (abs(_int(min)) + abs(_int(max)))
+def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    words = as_int(n) * (abs(as_int(min)) + abs(as_int(max)))
     limits.require(words * 12, "the result of lipsum()")  # words of at most 11 letters
     return str(generate_lorem_ipsum(n, html, min, max))
 
@@ -133,7 +133,7 @@ def _bounded_concat(items: Iterable[Any]) -> str:
     return "".join(parts)
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
+class Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, bounded (see :mod:`flowrunner.templating.limits`): every call,
     attribute, item, operator, filter, loop and join looks at the render's clock and
     budget, and what can amplify (``'a' * 10**9``, ``'x'.center(10**9)``,
@@ -159,7 +159,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        if obj is _reference or obj is _reference_or_undefined or obj is limits.metered_items:
+        if obj is reference_helper or obj is reference_or_undefined or obj is limits.metered_items:
             return context.call(obj, *args, **kwargs)  # our own reads: nothing is built
         limits.tick()
         receiver = getattr(obj, "__self__", None)
@@ -172,7 +172,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             limits.require(limits.method_estimate(receiver, obj.__name__, args, kwargs), what)
             return limits.built(super().call(context, obj, *args, **kwargs), what)
         if isinstance(receiver, int) and getattr(obj, "__name__", "") == "to_bytes":
-            limits.require(_int(args[0] if args else kwargs.get("length"), 1), "to_bytes()")
+            limits.require(as_int(args[0] if args else kwargs.get("length"), 1), "to_bytes()")
         result = super().call(context, obj, *args, **kwargs)
         if isinstance(result, _STRING_TYPES) and not isinstance(receiver, _READ_ONLY_RECEIVERS):
             return limits.built(result, "the result of a call")  # macros, caller(), loop()

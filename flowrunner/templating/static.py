@@ -11,14 +11,14 @@ from jinja2 import nodes
 from jinja2.environment import Environment
 from jinja2.exceptions import TemplateSyntaxError
 
-from flowrunner.templating.environment import _environment
+from flowrunner.templating.environment import sandbox_environment
 from flowrunner.templating.references import HELPER, JinjaSource, ScanError
-from flowrunner.templating.sandbox import _LOOP_ITEMS, _SOFT_HELPER
+from flowrunner.templating.sandbox import LOOP_ITEMS, SOFT_HELPER
 
 NodeIndex = dict[type[nodes.Node], list[Any]]
 
 
-def _index(tree: nodes.Template) -> NodeIndex:
+def index_tree(tree: nodes.Template) -> NodeIndex:
     """Every node of ``tree`` by its type, from one walk (each ``find_all`` walks anew)."""
     index: NodeIndex = {}
     stack: list[nodes.Node] = [tree]
@@ -33,7 +33,7 @@ def _of(index: NodeIndex, *kinds: type[nodes.Node]) -> list[Any]:
     return [node for kind in kinds for node in index.get(kind, ())]
 
 
-def _check_tree(index: NodeIndex, text: str, source: JinjaSource) -> None:
+def check_tree(index: NodeIndex, text: str, source: JinjaSource) -> None:
     """Refuse what the sandbox would refuse anyway, at compile time and with a position."""
     for getattr_node in _of(index, nodes.Getattr):
         if getattr_node.attr.startswith("__"):
@@ -45,20 +45,20 @@ def _check_tree(index: NodeIndex, text: str, source: JinjaSource) -> None:
                 _refuse_attribute(key.value, text, source)
     for filter_node in _of(index, nodes.Filter):
         if filter_node.name == "attr":
-            offset = _find(source, text, r"\|\s*attr\b")
+            offset = find_in_source(source, text, r"\|\s*attr\b")
             raise ScanError(
                 "unsafe template: the attr filter is not allowed", offset, "template-unsafe"
             )
     for node in _of(index, nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport):
         tag = type(node).__name__.lower().replace("fromimport", "from")
-        offset = _find(source, text, rf"\b{tag}\b")
+        offset = find_in_source(source, text, rf"\b{tag}\b")
         raise ScanError(
             f"template syntax error: {{% {tag} %}} is not supported", offset, "template-syntax"
         )
     _check_names(index, text, source)
 
 
-def _soften(index: NodeIndex) -> None:
+def soften(index: NodeIndex) -> None:
     """Let ``$x | default(...)`` and ``$x is defined`` see an unset value as Jinja's
     undefined instead of failing: only there may a reference be unset."""
     for node in _of(index, nodes.Filter, nodes.Test):
@@ -66,30 +66,32 @@ def _soften(index: NodeIndex) -> None:
         call = node.node
         if node.name in names and isinstance(call, nodes.Call):
             if isinstance(call.node, nodes.Name) and call.node.name == HELPER:
-                call.node = nodes.Name(_SOFT_HELPER, "load", lineno=call.node.lineno)
+                call.node = nodes.Name(SOFT_HELPER, "load", lineno=call.node.lineno)
 
 
-def _meter_loops(index: NodeIndex) -> None:
+def meter_loops(index: NodeIndex) -> None:
     """Make every ``{% for %}`` iterate through :func:`limits.metered_items`, so that
     nested loops spend the render's budget however their items are made."""
     for loop in _of(index, nodes.For):
         line = loop.lineno
-        name = nodes.Name(_LOOP_ITEMS, "load", lineno=line)
+        name = nodes.Name(LOOP_ITEMS, "load", lineno=line)
         loop.iter = nodes.Call(name, [loop.iter], [], None, None, lineno=line)
 
 
 def _refuse_attribute(name: str, text: str, source: JinjaSource) -> None:
-    offset = _find(source, text, re.escape(name))
+    offset = find_in_source(source, text, re.escape(name))
     message = f"unsafe template: access to attribute '{name}' is not allowed"
     raise ScanError(message, offset, "template-unsafe")
 
 
 def _check_names(index: NodeIndex, text: str, source: JinjaSource) -> None:
     # a bare name is almost always a reference written without its `$`
-    unknown = _undeclared(index) - set(_environment().globals)
+    unknown = _undeclared(index) - set(sandbox_environment().globals)
     if not unknown:
         return
-    where = {name: _find(source, text, rf"(?<![\w.$]){re.escape(name)}\b") for name in unknown}
+    where = {
+        name: find_in_source(source, text, rf"(?<![\w.$]){re.escape(name)}\b") for name in unknown
+    }
     name = min(unknown, key=lambda n: (where[n], n))
     message = (
         f"unknown name '{name}' in template; references start with $: "
@@ -98,7 +100,7 @@ def _check_names(index: NodeIndex, text: str, source: JinjaSource) -> None:
     raise ScanError(message, where[name], "unknown-scope")
 
 
-def _check_callables(index: NodeIndex, env: Environment) -> None:
+def check_callables(index: NodeIndex, env: Environment) -> None:
     """Unknown filters and tests, which Jinja itself finds only when generating code."""
     for node in _of(index, nodes.Filter, nodes.Test):
         known, kind = (
@@ -126,7 +128,7 @@ def _undeclared(index: NodeIndex) -> set[str]:
     return loaded - stored - _IMPLICIT_NAMES
 
 
-def _find(source: JinjaSource, text: str, pattern: str) -> int:
+def find_in_source(source: JinjaSource, text: str, pattern: str) -> int:
     """The offset of the first match of ``pattern`` inside a construct (best effort)."""
     regex = re.compile(pattern)
     for construct, _ in source.constructs:

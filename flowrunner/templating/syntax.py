@@ -7,34 +7,34 @@ import re
 
 from jinja2.exceptions import TemplateSyntaxError
 
-from flowrunner.templating.environment import _environment
+from flowrunner.templating.environment import sandbox_environment
 from flowrunner.templating.references import HELPER, Construct, JinjaSource, suggest
-from flowrunner.templating.static import _find
+from flowrunner.templating.static import find_in_source
 
 _UNEXPECTED_CHAR = re.compile(r"unexpected char .* at (\d+)", re.S)
 _NO_SUCH = re.compile(r"No (filter|test) named '([^']*)'")
 
 
-def _syntax_message(exc: TemplateSyntaxError) -> str:
+def syntax_message(exc: TemplateSyntaxError) -> str:
     message = re.sub(r" at \d+$", "", exc.message or "invalid syntax")
     message = message.replace(f"'{HELPER}'", "a $ reference")
     unknown = _NO_SUCH.match(message)
     if unknown:
         kind, name = unknown.groups()
-        known = _environment().filters if kind == "filter" else _environment().tests
+        known = sandbox_environment().filters if kind == "filter" else sandbox_environment().tests
         near = suggest(name, known)
         message = message.rstrip(".") + (f" (did you mean '{near}'?)" if near else "")
     return "template syntax error: " + " ".join(message.split())
 
 
-def _syntax_offset(exc: TemplateSyntaxError, source: JinjaSource, text: str) -> int:
+def syntax_offset(exc: TemplateSyntaxError, source: JinjaSource, text: str) -> int:
     message = exc.message or ""
     char = _UNEXPECTED_CHAR.fullmatch(message)
     if char:
         return source.original_offset(int(char.group(1)))
     unknown = _NO_SUCH.match(message)
     if unknown:
-        return _find(source, text, rf"\b{re.escape(unknown.group(2))}\b")
+        return find_in_source(source, text, rf"\b{re.escape(unknown.group(2))}\b")
     constructs = [construct for construct, _ in source.constructs]
     unclosed = [construct for construct in constructs if not construct.closed]
     culprit = unclosed[0] if unclosed else _first_failing(source)
@@ -62,7 +62,7 @@ def _first_failing(source: JinjaSource) -> Construct | None:
 
 def _fails_early(prefix: str) -> bool:
     try:
-        _environment().parse(prefix)
+        sandbox_environment().parse(prefix)
     except TemplateSyntaxError as exc:
         return not (exc.message or "").lower().startswith("unexpected end of template")
     except Exception:  # recursion and the like: as good as a failure here

@@ -11,18 +11,18 @@ from jinja2.environment import Template, TemplateExpression
 
 from flowrunner.errors import UndefinedReference, Where
 from flowrunner.templating import limits
-from flowrunner.templating.environment import _expression, _python
+from flowrunner.templating.environment import compile_expression, compile_python
 from flowrunner.templating.references import Missing, Reference, Variables, resolve
 from flowrunner.templating.render import (
     MAX_OUTPUT,
-    _as_data,
-    _collect,
-    _limit_output,
-    _output_too_large,
-    _render_error,
+    as_data,
+    collect_output,
     format_text,
+    limit_output,
+    output_too_large,
+    render_error,
 )
-from flowrunner.templating.sandbox import _VARIABLES
+from flowrunner.templating.sandbox import VARIABLES
 
 
 class Compiled(Protocol):
@@ -88,17 +88,17 @@ class Text(_Rendered):
                 text = part if isinstance(part, str) else _reference_text(variables, part)
                 size += len(text)
                 if size > MAX_OUTPUT:  # before joining: a value may be repeated many times
-                    raise _output_too_large()
+                    raise output_too_large()
                 texts.append(text)
-            return _limit_output("".join(texts))
+            return limit_output("".join(texts))
         except Exception as exc:
-            raise _render_error(exc, self.where) from exc
+            raise render_error(exc, self.where) from exc
 
 
 def _reference_text(variables: Variables, reference: Reference) -> str:
     value = resolve(variables, reference.scope, reference.path)
     if not isinstance(value, str) and limits.measure(value, MAX_OUTPUT) > MAX_OUTPUT:
-        raise _output_too_large()  # before json.dumps builds it
+        raise output_too_large()  # before json.dumps builds it
     return format_text(value)
 
 
@@ -124,7 +124,7 @@ class _Jinja(_Rendered):
                 self._code.append(self._build())
             return self._produce(self._code[0], variables)
         except Exception as exc:  # a template may fail in any way Python can
-            raise _render_error(exc, self.where) from exc
+            raise render_error(exc, self.where) from exc
         finally:
             limits.stop(token)
 
@@ -134,11 +134,11 @@ class Expression(_Jinja):
     """``{{ expr }}`` alone: the expression's value, with its type."""
 
     def _build(self) -> TemplateExpression:
-        return _expression(self.tree)
+        return compile_expression(self.tree)
 
     def _produce(self, code: TemplateExpression, variables: Variables) -> Any:
-        value = _as_data(code({_VARIABLES: variables}))
-        return _limit_output(value) if isinstance(value, str) else value
+        value = as_data(code({VARIABLES: variables}))
+        return limit_output(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +146,10 @@ class JinjaText(_Jinja):
     """Any other template: rendered text."""
 
     def _build(self) -> Template:
-        return _python(self.tree)
+        return compile_python(self.tree)
 
     def _produce(self, code: Template, variables: Variables) -> str:
-        return _collect(code.generate({_VARIABLES: variables}))
+        return collect_output(code.generate({VARIABLES: variables}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,6 +211,7 @@ async def run_webhook(step: CompiledStep, ctx: Context) -> StepResult:
         shown["headers"] = _masked(request.headers)
         shown["body"] = _decode(request.body)
         return StepResult(trace=_trace(step, began, "ok", shown, None))
+    assert ctx.services.client is not None  # only a dry run has none
     answer = await ctx.services.client.send(request)
     reason = apply_answer(step, ctx, answer.status, answer.body, answer.failure, answer.duration)
     response = {"status": answer.status}

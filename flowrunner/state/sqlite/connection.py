@@ -2,7 +2,7 @@
 
 Writes run in ``BEGIN IMMEDIATE`` transactions behind a busy timeout, with a bounded
 retry on top; every sqlite3 error becomes a :class:`~flowrunner.errors.StateError`
-naming the file. :class:`~flowrunner.state.Store` builds on this.
+naming the file. :class:`~flowrunner.state.sqlite.store.Store` builds on this.
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from flowrunner.state.records import NewPush, Record, _push_row, _run_row, iso
+from flowrunner.state.records import NewPush, Record, push_row, run_row
 from flowrunner.state.sqlite.connection import Connection
+from flowrunner.times import iso_unix
 
 
 class HistoryMixin(Connection):
-    """The ``runs`` queries of :class:`~flowrunner.state.Store`."""
+    """The ``runs`` queries of :class:`~flowrunner.state.sqlite.store.Store`."""
 
     def record_end(self, record: Record, push: NewPush | None) -> None:
         """Store an execution record and its push (if any) in one durable transaction.
@@ -24,8 +25,8 @@ class HistoryMixin(Connection):
 
     def record_ends(self, items: Sequence[tuple[Record, NewPush | None]]) -> None:
         """Group commit of :meth:`record_end`: one transaction (and one fsync) for all."""
-        runs = [_run_row(record) for record, _ in items]
-        pushes = [_push_row(push) for _, push in items if push is not None]
+        runs = [run_row(record) for record, _ in items]
+        pushes = [push_row(push) for _, push in items if push is not None]
         with self._write("record executions", durable=bool(pushes)) as cur:
             _insert_rows(cur, _INSERT_RUN, "(?, ?, ?, ?, ?, ?)", runs)
             _insert_rows(cur, _INSERT_PUSH, "(?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)", pushes)
@@ -46,8 +47,8 @@ class HistoryMixin(Connection):
                 "execution_id": r[0],
                 "flow": r[1],
                 "status": r[2],
-                "started_at": iso(r[3]),
-                "ended_at": iso(r[4]),
+                "started_at": iso_unix(r[3]),
+                "ended_at": iso_unix(r[4]),
                 "on_complete_status": r[5],
             }
             for r in rows

@@ -16,7 +16,7 @@ _ROW_COLUMNS = (
 
 
 class OutboxMixin(Connection):
-    """The outbox queries of :class:`~flowrunner.state.Store`."""
+    """The outbox queries of :class:`~flowrunner.state.sqlite.store.Store`."""
 
     def lease(
         self,

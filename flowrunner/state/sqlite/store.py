@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrunner.errors import StateError
-from flowrunner.state.records import _dump
+from flowrunner.state.records import dump_value
 from flowrunner.state.sqlite.connection import BUSY_TIMEOUT_MS
 from flowrunner.state.sqlite.history import HistoryMixin
 from flowrunner.state.sqlite.outbox import OutboxMixin
@@ -148,7 +148,7 @@ class Store(OutboxMixin, HistoryMixin):
     def seed_user_keys(self, values: Mapping[str, Any]) -> None:
         """Store each of ``values`` whose name is not stored yet (a stored value wins)."""
         now = time.time()
-        rows = [(name, _dump(value), now) for name, value in values.items()]
+        rows = [(name, dump_value(value), now) for name, value in values.items()]
         with self._write("seed user keys") as cur:
             cur.executemany(
                 "INSERT INTO user_keys (name, value, updated_at) VALUES (?, ?, ?) "
@@ -176,7 +176,7 @@ class Store(OutboxMixin, HistoryMixin):
     def set_user_keys(self, values: Mapping[str, Any]) -> None:
         """Store several user keys in one transaction; the last write wins."""
         now = time.time()
-        rows = [(name, _dump(value), now) for name, value in values.items()]
+        rows = [(name, dump_value(value), now) for name, value in values.items()]
         with self._write("write user keys") as cur:
             cur.executemany(_UPSERT_KEY, rows)
 
@@ -189,7 +189,7 @@ class Store(OutboxMixin, HistoryMixin):
         with self._write("update a user key") as cur:
             row = cur.execute("SELECT value FROM user_keys WHERE name = ?", (name,)).fetchone()
             value = update(default if row is None else json.loads(row[0]))
-            cur.execute(_UPSERT_KEY, (name, _dump(value), time.time()))
+            cur.execute(_UPSERT_KEY, (name, dump_value(value), time.time()))
         return value
 
 
