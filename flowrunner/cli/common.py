@@ -15,7 +15,6 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from flowrunner.errors import FlowrunnerError, InvalidProject, UsageError
-from flowrunner.secrets import scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,12 +53,15 @@ class ScrubbedStream:
     It has no ``buffer``, so click writes text through it rather than around it."""
 
     def __init__(self, inner: IO[str]) -> None:
+        from flowrunner.secrets import scrub  # here: --help never needs it
+
         self._inner = inner
+        self._scrub = scrub
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError("write() argument must be str")  # click probes with b""
-        self._inner.write(scrub(text))
+        self._inner.write(self._scrub(text))
         return len(text)
 
     def writelines(self, lines: Any) -> None:
