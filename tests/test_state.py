@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from flowrunner.errors import StateError
-from flowrunner.state import AsyncRecorder, NewPush, Store
+from flowrunner.state import SCHEMA_VERSION, AsyncRecorder, NewPush, Store
 
 
 def record(execution_id: str, *, started: str = "2026-11-28T10:00:00.000+00:00") -> dict[str, Any]:
@@ -58,7 +58,7 @@ def test_open_creates_folders_and_wal(store: Store) -> None:
     assert store.path.is_file()
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     assert store.integrity_ok()
 

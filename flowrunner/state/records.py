@@ -160,3 +160,13 @@ def _push_row(push: NewPush) -> tuple[Any, ...]:
         push.created_at,
         push.created_at,
     )
+
+
+def run_row(record: Record) -> tuple[Any, ...]:
+    """The ``runs`` table row of ``record``: (id, flow, status, started, ended, JSON)."""
+    return _run_row(record)
+
+
+def push_row(push: NewPush) -> tuple[Any, ...]:
+    """The values of an ``outbox`` row for a new pending ``push``."""
+    return _push_row(push)

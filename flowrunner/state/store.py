@@ -1,7 +1,8 @@
 """The :class:`Store`: opening the state file, its schema, and the user keys.
 
-The outbox and the execution history come from :mod:`flowrunner.state.outbox` and
-:mod:`flowrunner.state.history`, which the store inherits.
+The outbox, the execution history and the execution queue come from
+:mod:`flowrunner.state.outbox`, :mod:`flowrunner.state.history` and
+:mod:`flowrunner.state.queue`, which the store inherits.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from flowrunner.errors import StateError
 from flowrunner.state.connection import BUSY_TIMEOUT_MS
 from flowrunner.state.history import HistoryMixin
 from flowrunner.state.outbox import OutboxMixin
+from flowrunner.state.queue import QUEUE_SCHEMA, QueueMixin
 from flowrunner.state.records import _dump
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the execution queue of serve (flowrunner.state.queue)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_keys (
@@ -78,7 +80,7 @@ def stored_user_keys(path: Path) -> dict[str, Any]:
         raise StateError(f"{path}: cannot read the user keys ({exc})") from None
 
 
-class Store(OutboxMixin, HistoryMixin):
+class Store(OutboxMixin, HistoryMixin, QueueMixin):
     """A connection to the state file. Use it from the thread that opened it."""
 
     # ---- opening -----------------------------------------------------------------
@@ -128,7 +130,7 @@ class Store(OutboxMixin, HistoryMixin):
         with self._write("migrate") as cur:
             if cur.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
                 return  # another process migrated while we waited
-            for statement in _SCHEMA.split(";"):
+            for statement in (_SCHEMA + QUEUE_SCHEMA).split(";"):
                 if statement.strip():
                     cur.execute(statement)
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
