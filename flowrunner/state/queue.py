@@ -22,10 +22,10 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flowrunner.state.connection import Connection
 from flowrunner.jsoncodec import compact
+from flowrunner.state.connection import Connection
 from flowrunner.state.records import Item, push_row, run_row
 
 QUEUE_SCHEMA = """
@@ -106,6 +106,10 @@ class Claimed:
 class QueueMixin(Connection):
     """The queue, request and idempotency-key queries of :class:`~flowrunner.state.Store`."""
 
+    if TYPE_CHECKING:  # from HistoryMixin, beside this class in the store
+
+        def run(self, execution_id: str) -> dict[str, Any] | None: ...
+
     def enqueue_many(self, requests: Sequence[NewRequest], *, now: float) -> list[Enqueued]:
         """Record ``requests`` and queue their executions in one durable transaction.
 
@@ -141,7 +145,10 @@ class QueueMixin(Connection):
         rows.sort()
         return [
             Claimed(
-                execution_id=r[1], request_id=r[2], flow=r[3], inputs=json.loads(r[4]),
+                execution_id=r[1],
+                request_id=r[2],
+                flow=r[3],
+                inputs=json.loads(r[4]),
                 enqueued_at=r[5],
             )  # fmt: skip
             for r in rows
@@ -176,9 +183,7 @@ class QueueMixin(Connection):
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (id) DO NOTHING",
                 pushes,
             )
-            cur.executemany(
-                "DELETE FROM queue WHERE execution_id = ?", [(run[0],) for run in runs]
-            )
+            cur.executemany("DELETE FROM queue WHERE execution_id = ?", [(run[0],) for run in runs])
 
     def release(self, owner: str) -> int:
         """Make every execution ``owner`` holds waiting again; how many."""
@@ -211,9 +216,7 @@ class QueueMixin(Connection):
 
     def queue_counts(self, *, now: float) -> tuple[int, int]:
         """``(waiting, running)``: queued executions not leased, and leased ones."""
-        rows = self._read(
-            "SELECT COUNT(*), COALESCE(SUM(lease_until > ?), 0) FROM queue", (now,)
-        )
+        rows = self._read("SELECT COUNT(*), COALESCE(SUM(lease_until > ?), 0) FROM queue", (now,))
         total, running = rows[0]
         return int(total) - int(running), int(running)
 

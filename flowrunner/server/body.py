@@ -1,0 +1,83 @@
+"""The body of ``POST /v1/flows/{flow}/executions``: read, checked, turned into inputs.
+
+The body is checked against ``schemas/executions-request.schema.json`` (also part of
+the OpenAPI document); every problem is reported with the JSON Pointer of its value.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import pathlib
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from flowrunner.jsoncodec import loads
+from flowrunner.schema import schema_path
+from flowrunner.server.problems import Problem, pointer
+
+MAX_BODY = 256 * 1024  # bytes
+MAX_ERRORS = 20  # schema problems listed in one answer
+FLOW_KEY = "$flow.key."
+
+
+def request_schema_path() -> pathlib.Path:
+    """The file of the request body schema (beside the other schemas)."""
+    return schema_path("flow").parent / "executions-request.schema.json"
+
+
+@functools.cache
+def request_schema() -> dict[str, Any]:
+    """The request body schema, parsed once; callers must not modify it."""
+    data: dict[str, Any] = json.loads(request_schema_path().read_text(encoding="utf-8"))
+    return data
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(request_schema())
+
+
+def parse(raw: bytes) -> list[dict[str, Any]]:
+    """The calls of a request body, each ``{"client-identifier"?, "call", "keys",
+    "user_keys"}`` with ``keys`` as a mapping.
+
+    Raises :class:`Problem` ``bad-json`` or ``invalid-body`` (with pointers).
+    """
+    try:
+        data = loads(raw)
+    except (ValueError, RecursionError):
+        raise Problem("bad-json", "the body is not valid UTF-8 JSON") from None
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.path)))
+    if errors:
+        listed = [
+            {"pointer": pointer(list(e.absolute_path)), "detail": _detail(e.message)}
+            for e in errors[:MAX_ERRORS]
+        ]
+        more = f" (the first {MAX_ERRORS} are listed)" if len(errors) > MAX_ERRORS else ""
+        raise Problem("invalid-body", f"{len(errors)} problem(s) in the body{more}", errors=listed)
+    return [_call(c) for c in data["calls"]]
+
+
+def _call(data: dict[str, Any]) -> dict[str, Any]:
+    keys = data.get("keys") or {}
+    if isinstance(keys, list):
+        keys = {k["name"].removeprefix(FLOW_KEY): k.get("value") for k in keys}
+    out = {"call": data.get("call") or {}, "keys": keys, "user_keys": data.get("user_keys") or {}}
+    if "client-identifier" in data:
+        out["client-identifier"] = data["client-identifier"]
+    return out
+
+
+def _detail(message: str) -> str:
+    """jsonschema's message, cut short: it may quote the value."""
+    return message if len(message) <= 200 else message[:199] + "…"
+
+
+def fingerprint(flow: str, calls: list[dict[str, Any]]) -> str:
+    """What tells two requests with one Idempotency-Key apart: the flow and the calls
+    as parsed (the same JSON written with other spacing or member order is the same)."""
+    text = json.dumps([flow, calls], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

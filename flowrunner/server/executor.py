@@ -1,0 +1,215 @@
+"""Runs the queue: claims waiting executions, runs up to ``concurrency`` at once, and
+records each end (with its push) in the transaction that removes it from the queue.
+
+Leases: every claim holds its executions for :data:`LEASE` seconds, renewed every
+third of that while they run; an execution whose holder died is claimed again once its
+lease runs out (at-least-once). On stop, nothing new is claimed, running executions get
+``grace`` seconds, and whatever this process still holds is released, waiting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flowrunner.engine import Engine, Inputs, Services
+from flowrunner.jsoncodec import dumps
+from flowrunner.result import iso
+from flowrunner.runner import build_push
+from flowrunner.server.flows import Revision
+from flowrunner.server.storeio import StoreWriter
+from flowrunner.state import EncodedRecord
+from flowrunner.state.queue import Claimed
+
+LEASE = 30.0  # seconds a claim holds its executions
+POLL = 1.0  # seconds between looks at the queue when nothing wakes the executor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ended:
+    """What the executor tells about an execution that ended (for metrics and logs)."""
+
+    execution_id: str
+    flow: str
+    status: str
+    seconds: float
+    reason: str | None
+    webhook_calls: tuple[tuple[str, str, float], ...]  # (webhook, outcome, seconds)
+
+
+class Executor:
+    """Runs queued executions of ``revision``'s flows through ``services``."""
+
+    def __init__(
+        self,
+        writer: StoreWriter,
+        services: Services,
+        revision: Revision,
+        *,
+        owner: str,
+        concurrency: int,
+        pushes: Any = None,  # flowrunner.runner.PushBatcher, or None: pushes wait
+        on_end: Callable[[Ended], None] = lambda ended: None,
+    ) -> None:
+        self.writer = writer
+        self.services = services
+        self.owner = owner
+        self.concurrency = concurrency
+        self.pushes = pushes
+        self.on_end = on_end
+        self.started = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.use(revision)
+
+    def use(self, revision: Revision) -> None:
+        """Run the flows of ``revision`` from now on (executions running keep theirs)."""
+        self.revision = revision
+        self._engines = {name: Engine(plan, self.services) for name, plan in revision.plans.items()}
+        self._steps = {name: revision.webhook_of_step(name) for name in revision.plans}
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def wake(self) -> None:
+        """Look at the queue now (something was queued)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and start executions until :meth:`stop` is called."""
+        renewer = asyncio.get_running_loop().create_task(self._renew())
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self._tasks)
+                if free > 0 and await self._claim(free) == free:
+                    continue  # there may be more waiting
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), POLL)
+                except TimeoutError:
+                    pass
+                await asyncio.sleep(0)  # let executions ending in this pass end first
+        finally:
+            renewer.cancel()
+
+    async def stop(self, grace: float) -> int:
+        """Claim nothing more; give running executions ``grace`` seconds, cancel the
+        rest and release everything held. Returns how many were cancelled."""
+        self._stopping = True
+        self._wake.set()
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.writer.call(lambda store: store.release(self.owner))
+        return len(pending)
+
+    async def _claim(self, limit: int) -> int:
+        rows: list[Claimed] = await self.writer.call(
+            lambda store: store.claim(self.owner, now=time.time(), seconds=LEASE, limit=limit)
+        )
+        loop = asyncio.get_running_loop()
+        for row in rows:
+            task = loop.create_task(self._execute(row))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        self.started += len(rows)
+        return len(rows)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE / 3)
+            if self._tasks:
+                await self.writer.call(
+                    lambda store: store.renew(self.owner, now=time.time(), seconds=LEASE)
+                )
+
+    async def _execute(self, row: Claimed) -> None:
+        started = time.monotonic()
+        engine = self._engines.get(row.flow)
+        push = None
+        if engine is None:
+            record: Any = _failed(row, "UNKNOWN_FLOW", f"flow '{row.flow}' is no longer loaded")
+            data = record
+        else:
+            try:
+                outcome = await engine.execute(_inputs(row))
+                plan = engine.plan
+                if plan.on_complete is not None:
+                    users = self.services.users.user_keys()
+                    push = build_push(plan.on_complete, outcome, users)
+                data = outcome.as_dict()
+                record = EncodedRecord(
+                    execution_id=outcome.execution_id, flow=outcome.flow,
+                    status=outcome.status, started_at=outcome.started_at.timestamp(),
+                    ended_at=outcome.ended_at.timestamp(), text=dumps(data).decode(),
+                )  # fmt: skip
+            except Exception as exc:  # a bug: the execution ends FAILED, never re-run forever
+                record = data = _failed(
+                    row, "INTERNAL_ERROR", f"internal error: {type(exc).__name__}"
+                )
+        await self.writer.finish((record, push))
+        self._report(row, data, time.monotonic() - started)
+        if push is not None and self.pushes is not None:
+            try:
+                await self.pushes.send(push.id)
+            except Exception:  # the push stays pending in the outbox; the sender retries it
+                pass
+
+    def _report(self, row: Claimed, data: dict[str, Any], seconds: float) -> None:
+        steps = self._steps.get(row.flow, {})
+        calls = tuple(
+            (steps[s["id"]], s["outcome"], s["duration_ms"] / 1000)
+            for s in data.get("steps") or ()
+            if s.get("kind") == "webhook" and s["id"] in steps and s["outcome"] != "skipped"
+        )
+        error = data.get("error") or {}
+        self.on_end(
+            Ended(
+                execution_id=row.execution_id,
+                flow=row.flow,
+                status=data["status"],
+                seconds=seconds,
+                reason=error.get("reason"),
+                webhook_calls=calls,
+            )  # fmt: skip
+        )
+
+
+def _inputs(row: Claimed) -> Inputs:
+    call = dict(row.inputs.get("call") or {})
+    call.setdefault("request_id", row.request_id)
+    return Inputs(
+        call=call,
+        keys=dict(row.inputs.get("keys") or {}),
+        user_keys=dict(row.inputs.get("user_keys") or {}),
+        execution_id=row.execution_id,
+    )
+
+
+def _failed(row: Claimed, reason: str, message: str) -> dict[str, Any]:
+    now = iso(datetime.now(UTC))
+    return {
+        "execution_id": row.execution_id,
+        "flow": row.flow,
+        "status": "FAILED",
+        "error": {"step": None, "reason": reason, "message": message},
+        "started_at": now,
+        "ended_at": now,
+        "duration_ms": 0.0,
+        "steps": [],
+        "keys": {},
+        "on_complete": None,
+    }
