@@ -66,6 +66,17 @@ def make_app(api: Any) -> web.Application:
     return app
 
 
+async def listen(api: Any, host: str, port: int) -> tuple[Callable[[], Awaitable[None]], int]:
+    """Serve ``api`` on ``host:port`` (0: any free port); returns a function that stops
+    listening, and the port listened on."""
+    runner = web.AppRunner(make_app(api), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    addresses = runner.addresses
+    return runner.cleanup, (int(addresses[0][1]) if addresses else port)
+
+
 async def _answer(request: web.Request, handler: Handler, api: Any) -> web.StreamResponse:
     """The handler's answer, or the problem that stopped it."""
     try:

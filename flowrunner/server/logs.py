@@ -9,6 +9,7 @@ secrets are masked by :func:`flowrunner.secrets.scrub` as a last guard.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -44,3 +45,27 @@ def _text(value: Any) -> str:
     if not text or any(c in text for c in ' "=\n\t'):
         return json.dumps(text)
     return text
+
+
+class LibraryLogs(logging.Handler):
+    """Routes the log records of the HTTP library (a malformed request, an error in a
+    handler) into :class:`Log` lines: one line, no traceback."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        detail = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            detail = f"{detail}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        self.log.event("http-error", detail=detail[:300])
+
+    @classmethod
+    def install(cls, log: Log, names: tuple[str, ...]) -> None:
+        """Send the records of the loggers ``names`` to ``log`` alone."""
+        for name in names:
+            logger = logging.getLogger(name)
+            logger.handlers = [cls(log)]
+            logger.propagate = False

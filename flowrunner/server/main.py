@@ -152,18 +152,12 @@ class Server:
             self.log.event("recover", waiting=waiting, released=freed)
 
     async def _serve(self, stack: AsyncExitStack) -> None:
-        from aiohttp import web
+        from flowrunner.server.app import listen
+        from flowrunner.server.logs import LibraryLogs
 
-        from flowrunner.server.app import make_app
-
-        runner = web.AppRunner(make_app(self.api), access_log=None, handle_signals=False)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.options.port
+        LibraryLogs.install(self.log, ("aiohttp.server", "aiohttp.web", "aiohttp.internal"))
+        close, self.port = await listen(self.api, self.options.host, self.options.port)
+        stack.push_async_callback(close)
         self._signals()
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self.executor.run()), loop.create_task(self._send_pushes())]

@@ -144,7 +144,19 @@ def _post(flow_schema: dict[str, Any]) -> dict[str, Any]:
             },
         },
         "responses": {
-            "202": _json("Accepted", "Recorded; the executions will run."),
+            "202": {
+                **_json("Accepted", "Recorded; the executions will run."),
+                "links": {
+                    "GetRequest": {
+                        "operationId": "getRequest",
+                        "parameters": {"id": "$response.body#/request-id"},
+                    },
+                    "GetFirstExecution": {
+                        "operationId": "getExecution",
+                        "parameters": {"id": "$response.body#/executions/0/execution_id"},
+                    },
+                },
+            },
             "400": _problem_response("The body is not JSON, or a header is invalid."),
             "401": _UNAUTHORIZED,
             "404": _problem_response("No such flow."),
