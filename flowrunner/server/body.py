@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import pathlib
+import re
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -50,6 +51,8 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
         data = loads(raw)
     except (ValueError, RecursionError):
         raise Problem("bad-json", "the body is not valid UTF-8 JSON") from None
+    if conforms(data):
+        return [_call(c) for c in data["calls"]]
     errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.path)))
     if errors:
         listed = [
@@ -59,6 +62,61 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
         more = f" (the first {MAX_ERRORS} are listed)" if len(errors) > MAX_ERRORS else ""
         raise Problem("invalid-body", f"{len(errors)} problem(s) in the body{more}", errors=listed)
     return [_call(c) for c in data["calls"]]
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The name patterns of the schema (a variable name; a flow key's name in a list)."""
+    defs = request_schema()["$defs"]
+    name = defs["name"]["pattern"]
+    key = defs["key"]["properties"]["name"]["pattern"]
+    return re.compile(name), re.compile(key)
+
+
+_CALL_MEMBERS = frozenset({"client-identifier", "call", "keys", "user_keys"})
+_KEY_MEMBERS = frozenset({"name", "value"})
+
+
+def conforms(data: Any) -> bool:
+    """True when ``data`` matches the request schema: the same rules, checked directly.
+
+    jsonschema takes about 0.8 ms per call of a request; this takes a few µs. It is
+    only a fast path: when it says no, jsonschema finds and locates the problems (and a
+    property test holds the two to the same verdict).
+    """
+    if not isinstance(data, dict) or data.keys() != {"calls"}:
+        return False
+    calls = data["calls"]
+    if not isinstance(calls, list) or not 1 <= len(calls) <= 500:
+        return False
+    return all(_call_conforms(c) for c in calls)
+
+
+def _call_conforms(call: Any) -> bool:
+    if not isinstance(call, dict) or not call.keys() <= _CALL_MEMBERS:
+        return False
+    ident = call.get("client-identifier", "")
+    if not isinstance(ident, str) or len(ident) > 256:
+        return False
+    name, _ = _patterns()
+    for member in ("call", "user_keys"):
+        value = call.get(member, {})
+        if not isinstance(value, dict) or not all(name.search(k) for k in value):
+            return False
+    keys = call.get("keys", {})
+    if isinstance(keys, dict):
+        return all(name.search(k) for k in keys)
+    return isinstance(keys, list) and len(keys) <= 1000 and all(map(_key_conforms, keys))
+
+
+def _key_conforms(key: Any) -> bool:
+    _, pattern = _patterns()
+    return (
+        isinstance(key, dict)
+        and key.keys() <= _KEY_MEMBERS
+        and isinstance(key.get("name"), str)
+        and pattern.search(key["name"]) is not None
+    )
 
 
 def _call(data: dict[str, Any]) -> dict[str, Any]:
