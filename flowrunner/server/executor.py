@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +66,8 @@ class Executor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._drained = False  # the last claim found fewer than it asked for
+        self._ready: deque[Claimed] = deque()  # claimed, waiting for a slot
         self.use(revision)
 
     def use(self, revision: Revision) -> None:
@@ -79,22 +82,31 @@ class Executor:
 
     def wake(self) -> None:
         """Look at the queue now (something was queued)."""
+        self._drained = False
         self._wake.set()
 
     async def run(self) -> None:
-        """Claim and start executions until :meth:`stop` is called."""
+        """Claim and start executions until :meth:`stop` is called.
+
+        Claims run ahead of the slots: up to ``concurrency`` claimed executions wait in
+        memory (leased, so shown RUNNING), and a slot that frees up starts the next one
+        at once instead of after a round trip to the store. A claim asks for at least a
+        quarter of the concurrency, so claims are few and large.
+        """
         renewer = asyncio.get_running_loop().create_task(self._renew())
         try:
             while not self._stopping:
-                free = self.concurrency - len(self._tasks)
-                if free > 0 and await self._claim(free) == free:
-                    continue  # there may be more waiting
+                self._start_ready()
+                room = 2 * self.concurrency - len(self._tasks) - len(self._ready)
+                if not self._drained and room >= max(1, self.concurrency // 4):
+                    if await self._claim(room) < room:
+                        self._drained = True  # until something is queued, or POLL passes
+                    continue
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), POLL)
                 except TimeoutError:
-                    pass
-                await asyncio.sleep(0)  # let executions ending in this pass end first
+                    self._drained = False  # another process may have queued executions
         finally:
             renewer.cancel()
 
@@ -116,13 +128,16 @@ class Executor:
         rows: list[Claimed] = await self.writer.call(
             lambda store: store.claim(self.owner, now=time.time(), seconds=LEASE, limit=limit)
         )
+        self._ready.extend(rows)
+        return len(rows)
+
+    def _start_ready(self) -> None:
         loop = asyncio.get_running_loop()
-        for row in rows:
-            task = loop.create_task(self._execute(row))
+        while self._ready and len(self._tasks) < self.concurrency and not self._stopping:
+            task = loop.create_task(self._execute(self._ready.popleft()))
             self._tasks.add(task)
             task.add_done_callback(self._done)
-        self.started += len(rows)
-        return len(rows)
+            self.started += 1
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -131,7 +146,7 @@ class Executor:
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(LEASE / 3)
-            if self._tasks:
+            if self._tasks or self._ready:
                 await self.writer.call(
                     lambda store: store.renew(self.owner, now=time.time(), seconds=LEASE)
                 )

@@ -8,33 +8,54 @@ secrets are masked by :func:`flowrunner.secrets.scrub` as a last guard.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from flowrunner.jsoncodec import dumps
+from flowrunner.result import iso
 from flowrunner.secrets import scrub
 
 
 class Log:
-    """Writes one line per event in the chosen format."""
+    """Writes one line per event in the chosen format.
+
+    Lines logged in one pass of the event loop are written together, once the pass
+    ends (one system call instead of one per line); outside a loop, at once.
+    """
 
     def __init__(self, fmt: str = "text", stream: IO[str] | None = None) -> None:
         self.fmt = fmt
         self.stream = stream if stream is not None else sys.stderr
+        self._pending: list[str] = []
 
     def event(self, event: str, **fields: Any) -> None:
-        """Write one line for ``event`` with ``fields`` (None values left out)."""
-        moment = datetime.now(UTC).isoformat(timespec="milliseconds")
+        """Log one line for ``event`` with ``fields`` (None values left out)."""
+        moment = iso(datetime.now(UTC))
         values = {k: v for k, v in fields.items() if v is not None}
         if self.fmt == "json":
-            line = json.dumps({"time": moment, "event": event, **values}, default=str)
+            line = dumps({"time": moment, "event": event, **values}).decode()
         else:
             parts = [moment, event] + [f"{k}={_text(v)}" for k, v in values.items()]
             line = " ".join(parts)
+        self._pending.append(line + "\n")
+        if len(self._pending) > 1:
+            return
         try:
-            self.stream.write(scrub(line) + "\n")
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the lines logged so far."""
+        text, self._pending = "".join(self._pending), []
+        if not text:
+            return
+        try:
+            self.stream.write(scrub(text))
             self.stream.flush()
         except (OSError, ValueError):  # stderr closed: logging must never stop serving
             pass

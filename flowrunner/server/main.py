@@ -225,5 +225,8 @@ def serve(options: Options, secrets: Secrets) -> int:
     from flowrunner.batch import loop_factory
 
     log = Log(options.log_format)
-    with asyncio.Runner(loop_factory=loop_factory()) as loop:
-        return loop.run(Server(options, secrets, log).run())
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as loop:
+            return loop.run(Server(options, secrets, log).run())
+    finally:
+        log.flush()
