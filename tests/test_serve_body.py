@@ -72,3 +72,12 @@ def test_hostile_bodies_are_bad_json_or_invalid(raw: bytes) -> None:
     with pytest.raises(Problem) as info:
         parse(raw)
     assert info.value.kind in ("bad-json", "invalid-body")
+
+
+def test_the_curl_example_of_the_docs_is_a_valid_body() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "serve.md").read_text()
+    example = doc.split("  -d '", 1)[1].split("'", 1)[0]
+    calls = parse(example.encode())
+    assert calls[0]["keys"] == {"order_id": "A-1"} and calls[1]["keys"] == {"order_id": "A-2"}
