@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowrunner.engine import Engine, Inputs, Services
+from flowrunner.errors import StateError
 from flowrunner.jsoncodec import dumps
 from flowrunner.result import iso
 from flowrunner.runner import build_push
@@ -55,6 +56,7 @@ class Executor:
         concurrency: int,
         pushes: Any = None,  # flowrunner.runner.PushBatcher, or None: pushes wait
         on_end: Callable[[Ended], None] = lambda ended: None,
+        on_error: Callable[[str], None] = lambda detail: None,
     ) -> None:
         self.writer = writer
         self.services = services
@@ -62,6 +64,7 @@ class Executor:
         self.concurrency = concurrency
         self.pushes = pushes
         self.on_end = on_end
+        self.on_error = on_error
         self.started = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -175,7 +178,12 @@ class Executor:
                 record = data = _failed(
                     row, "INTERNAL_ERROR", f"internal error: {type(exc).__name__}"
                 )
-        await self.writer.finish((record, push))
+        try:
+            await self.writer.finish((record, push))
+        except StateError as exc:
+            # not recorded: the execution stays claimed, and runs again after a restart
+            self.on_error(f"execution {row.execution_id} could not be recorded: {exc}")
+            return
         self._report(row, data, time.monotonic() - started)
         if push is not None and self.pushes is not None:
             try:

@@ -137,6 +137,7 @@ class Server:
             executor=self.executor, log=self.log,
         )  # fmt: skip
         self.executor.on_end = self.api.ended
+        self.executor.on_error = lambda detail: self.log.event("state-error", detail=detail)
 
     def _recover(self, store: Store, revision: Revision) -> None:
         """Make waiting again what dead processes of this host held; forget old keys."""
