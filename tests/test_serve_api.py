@@ -212,6 +212,22 @@ async def test_bad_json_too_large_not_json_and_invalid_bodies(api: Running) -> N
     assert_problem(await api.post("hello", {"calls": [{}] * 501}), 422)
 
 
+async def test_a_chunked_body_over_the_limit_is_413(api: Running) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"calls": [{"call": {"pad": "'
+        for _ in range(40):
+            yield b"x" * 8192
+        yield b'"}}]}'
+
+    async with api.session.post(
+        f"{api.url}/v1/flows/hello/executions",
+        data=chunks(),
+        headers={**AUTH, "Content-Type": "application/json"},
+    ) as resp:
+        assert resp.request_info.headers.get("Transfer-Encoding") == "chunked"
+        assert_problem(resp, 413)
+
+
 async def test_unknown_route_and_method_are_problems(api: Running) -> None:
     status, data, _ = await api.get("/nowhere")
     assert status == 404 and data["status"] == 404
