@@ -167,6 +167,26 @@ async def test_grace_running_out_leaves_the_execution_queued(
     assert (await server.wait_for("stop"))["cancelled"] == 1
 
 
+async def test_a_second_signal_cuts_the_grace_short(tmp_path: Path, receiver: Receiver) -> None:
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(10)
+        return web.json_response({})
+
+    receiver.on("/crm", hang)
+    root = project(tmp_path, receiver, {"lookup": LOOKUP})
+    server = await serve(root, "--grace", "30")
+    async with aiohttp.ClientSession() as session:
+        await post(session, server.url, "lookup", 2)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)
+        await server.wait_for("stopping")
+        server.proc.send_signal(signal.SIGINT)
+        assert await server.exit_code() == 0
+    assert time.monotonic() - started < 5
+    assert queue_counts(root) == (2, 0)
+
+
 async def test_sighup_refuses_a_broken_revision_and_takes_a_good_one(
     tmp_path: Path, receiver: Receiver
 ) -> None:

@@ -70,6 +70,7 @@ class Executor:
         self._wake = asyncio.Event()
         self._stopping = False
         self._drained = False  # the last claim found fewer than it asked for
+        self._hurry = asyncio.Event()
         self._ready: deque[Claimed] = deque()  # claimed, waiting for a slot
         self.use(revision)
 
@@ -120,12 +121,22 @@ class Executor:
         self._wake.set()
         pending = set(self._tasks)
         if pending:
-            _, pending = await asyncio.wait(pending, timeout=grace)
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            ended = asyncio.ensure_future(asyncio.wait(pending))
+            first = asyncio.FIRST_COMPLETED
+            await asyncio.wait({ended, hurry}, timeout=grace, return_when=first)
+            hurry.cancel()
+            ended.cancel()  # stops waiting; the executions go on until cancelled below
+            pending = {task for task in pending if not task.done()}
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         await self.writer.call(lambda store: store.release(self.owner))
         return len(pending)
+
+    def hurry(self) -> None:
+        """Cut the grace of :meth:`stop` short: cancel running executions now."""
+        self._hurry.set()
 
     async def _claim(self, limit: int) -> int:
         rows: list[Claimed] = await self.writer.call(

@@ -5,7 +5,8 @@ tokens and every secret the flows need (exit 2 naming one that is unset), open t
 store, make waiting again what a dead process of this host held, listen.
 
 Signals: SIGTERM or SIGINT stop the server: new requests get 503, nothing new is
-started, running executions get ``grace`` seconds, the rest stays queued, exit 0.
+started, running executions get ``grace`` seconds (a second signal cuts it short), the
+rest stays queued, exit 0.
 SIGHUP reloads the project and its flows; a revision with errors is refused (its
 diagnostics logged) and the previous one keeps serving.
 """
@@ -187,8 +188,14 @@ class Server:
             return
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
+            loop.add_signal_handler(sig, self._signalled)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def _signalled(self) -> None:
+        """The first SIGTERM/SIGINT stops gracefully; a second one cuts the grace short."""
+        if self.stop_event.is_set():
+            self.executor.hurry()
+        self.stop_event.set()
 
     def reload(self) -> None:
         """Load the project again; keep the previous revision if the new one has errors."""
