@@ -208,6 +208,14 @@ async def test_sighup_refuses_a_broken_revision_and_takes_a_good_one(
             assert reloaded["flows"] == "hello,second"
             answer = await post(session, server.url, "second", 2)
             assert len(answer["executions"]) == 2
+            # a revision whose token secret is unset is refused too: the token still works
+            text = (root / "flowrunner.yaml").read_text().replace("API_TOKEN", "UNSET_TOKEN")
+            (root / "flowrunner.yaml").write_text(text)
+            before = sum(x.get("event") == "reload-refused" for x in server.lines)
+            server.proc.send_signal(signal.SIGHUP)
+            refused = await server.wait_for("reload-refused", count=before + 1)
+            assert "UNSET_TOKEN" in refused["problem"]
+            await post(session, server.url, "second", 1)
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert await server.exit_code() == 0

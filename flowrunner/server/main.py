@@ -199,8 +199,11 @@ class Server:
 
     def reload(self) -> None:
         """Load the project again; keep the previous revision if the new one has errors."""
+        from flowrunner.server.auth import Tokens
+
         try:
             revision = load_revision(self.options.root)
+            tokens = Tokens.resolve(revision.project.serve, self.secrets)
             check_secrets(revision, self.secrets)
         except InvalidProject as exc:
             for diag in exc.diagnostics:
@@ -211,6 +214,7 @@ class Server:
             return
         self.store.seed_user_keys(revision.project.user_keys)
         self.api.revision = revision
+        self.api.tokens = tokens
         self.executor.use(revision)
         self.log.event("reload", flows=",".join(sorted(revision.plans)))
 
