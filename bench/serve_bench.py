@@ -77,7 +77,7 @@ class Serve:
         self.port = 0
         deadline = time.monotonic() + 30
         while not self.port and time.monotonic() < deadline:
-            for line in (root / "serve.log").read_text().splitlines():
+            for line in filter(None, (root / "serve.log").read_text().split("\n")):
                 event = json.loads(line)
                 if event.get("event") == "start":
                     self.port = int(event["port"])
