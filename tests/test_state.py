@@ -15,7 +15,7 @@ import pytest
 from flowrunner.errors import StateError
 from flowrunner.state.records import NewPush
 from flowrunner.state.sqlite.recorder import AsyncRecorder
-from flowrunner.state.sqlite.store import Store
+from flowrunner.state.sqlite.store import SCHEMA_VERSION, Store
 
 
 def record(execution_id: str, *, started: str = "2026-11-28T10:00:00.000+00:00") -> dict[str, Any]:
@@ -60,7 +60,7 @@ def test_open_creates_folders_and_wal(store: Store) -> None:
     assert store.path.is_file()
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     assert store.integrity_ok()
 

@@ -16,6 +16,7 @@ import click
 from flowrunner import __version__
 from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded
 from flowrunner.cli.report import FORMATS
+from flowrunner.cli.serve import serve as serve_command
 
 MAX_WORKERS = 256
 
@@ -107,12 +108,20 @@ def validate(state: State, paths: tuple[str, ...], fmt: str) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["flow", "project", "on-complete"]))
+@click.argument("kind", type=click.Choice(["flow", "project", "on-complete", "openapi"]))
 @guarded
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a flow file, the project file or the on-complete payload."""
+    """Print the JSON Schema of a flow file, the project file or the on-complete payload,
+    or the OpenAPI document of ``serve``."""
     from flowrunner.source.schema import schema_text
 
+    if kind == "openapi":
+        import json
+
+        from flowrunner.server.openapi import document
+
+        click.echo(json.dumps(document(), indent=2))
+        return
     click.echo(schema_text(kind), nl=False)  # type: ignore[arg-type]
 
 
@@ -300,3 +309,6 @@ def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
     ok, message = check_webhook(state.project, name, secrets_file)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
+
+
+main.add_command(serve_command)

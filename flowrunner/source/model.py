@@ -91,6 +91,14 @@ class HistoryPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServePolicy:
+    """``serve:`` of the project: the API's bearer tokens and its backlog limit."""
+
+    tokens: tuple[SecretRef, ...] = ()
+    max_backlog: int = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Project:
     """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state path."""
 
@@ -102,6 +110,7 @@ class Project:
     state: Path = Path(DEFAULT_STATE)
     delivery: DeliveryPolicy = DeliveryPolicy()
     history: HistoryPolicy = HistoryPolicy()
+    serve: ServePolicy = ServePolicy()
 
     @property
     def file(self) -> str:

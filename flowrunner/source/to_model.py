@@ -79,6 +79,14 @@ def build_project(doc: Document, root: Path) -> m.Project:
             keep_days=float(history.get("keep_days", 30)),
             keep_runs=int(history.get("keep_runs", 100_000)),
         ),
+        serve=_serve(data.get("serve") or {}),
+    )
+
+
+def _serve(data: dict[str, Any]) -> m.ServePolicy:
+    return m.ServePolicy(
+        tokens=tuple(_secret(t) for t in data.get("tokens") or ()),
+        max_backlog=int(data.get("max_backlog", 10_000)),
     )
 
 
