@@ -82,10 +82,11 @@ def validate(state: State, paths: tuple[str, ...], fmt: str) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["flow", "project", "on-complete"]))
+@click.argument("kind", type=click.Choice(["flow", "project", "on-complete", "test"]))
 @guarded
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a flow file, the project file or the on-complete payload."""
+    """Print the JSON Schema of a flow file, the project file, the on-complete payload or a
+    test file."""
     from flowrunner.schema import schema_text
 
     click.echo(schema_text(kind), nl=False)  # type: ignore[arg-type]
@@ -275,3 +276,10 @@ def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
     ok, message = check_webhook(state.project, name, secrets_file)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
+
+
+from flowrunner.cli_authoring import graph_command, init_command, test_command  # noqa: E402
+
+main.add_command(test_command)
+main.add_command(init_command)
+main.add_command(graph_command)

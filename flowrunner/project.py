@@ -18,6 +18,7 @@ from flowrunner.templating import suggest
 PROJECT_FILE = "flowrunner.yaml"
 FLOWS_DIR = "flows"
 YAML_SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIX = ".test.yaml"  # flow test files, never flows
 
 
 def find_root(start: Path) -> Path | None:
@@ -105,9 +106,9 @@ def check_flow_doc(
 
 
 def flow_files(folder: Path) -> Iterator[Path]:
-    """Every YAML file below ``folder``, sorted, skipping hidden folders."""
+    """Every YAML file below ``folder``, sorted, skipping hidden folders and test files."""
     for path in sorted(folder.rglob("*")):
-        if path.suffix in YAML_SUFFIXES and path.is_file():
+        if path.suffix in YAML_SUFFIXES and path.is_file() and not path.name.endswith(TEST_SUFFIX):
             parts = path.relative_to(folder).parts
             if not any(p.startswith(".") for p in parts):
                 yield path

@@ -33,14 +33,15 @@ from jsonschema.exceptions import SchemaError, UnknownType, ValidationError, bes
 
 from flowrunner.errors import Diagnostic, FlowrunnerError, Mark
 
-Kind = Literal["flow", "project", "on-complete"]
+Kind = Literal["flow", "project", "on-complete", "test"]
 Path = tuple[str | int, ...]
-KINDS: tuple[Kind, ...] = ("flow", "project", "on-complete")
+KINDS: tuple[Kind, ...] = ("flow", "project", "on-complete", "test")
 
 _ROOT_NOUNS: dict[Kind, str] = {
     "flow": "the flow",
     "project": "the project file",
     "on-complete": "the payload",
+    "test": "the test file",
 }
 # Objects that are named by the key holding them: "webhook 'crm'", not "'crm'".
 _NAMED_TITLES = frozenset({"webhook", "webhook method"})
