@@ -179,6 +179,12 @@ def _check_batch_options(
     help="Processes that share the --events lines and the concurrency (auto: one per CPU).",
 )
 @click.option("--worker", is_flag=True, hidden=True)
+@click.option(
+    "--record",
+    "record_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append this run to a test file as a case (answers as mocks, outcome as expect).",
+)
 @click.pass_obj
 @guarded
 def run(
@@ -196,6 +202,7 @@ def run(
     output: Path | None,
     workers: str,
     worker: bool,
+    record_to: Path | None,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
 
@@ -207,6 +214,10 @@ def run(
 
     common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
     _check_batch_options(events, calls + keys + user_keys, as_json, output, workers)
+    if record_to is not None and (events is not None or dry_run):
+        from flowrunner.errors import UsageError
+
+        raise UsageError("--record records one real run: not with --events or --dry-run")
     if events is not None:
         code = run_batch(
             **common,
@@ -234,6 +245,7 @@ def run(
             on_complete=not no_on_complete,
             inputs=inputs,
             as_json=as_json,
+            record_to=record_to,
         )
     )
 

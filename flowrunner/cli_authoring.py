@@ -39,7 +39,7 @@ def test_command(
     """
     from flowrunner.project import require_root
     from flowrunner.testing.cases import load_suites, run_suites
-    from flowrunner.testing.coverage import coverage_text, flow_coverage, total_percent
+    from flowrunner.testing.coverage import coverage_of, coverage_text, total_percent
     from flowrunner.testing.output import RENDERERS
 
     suites = load_suites(list(paths), require_root(state.project))
@@ -47,11 +47,7 @@ def test_command(
     click.echo(RENDERERS[fmt](results))
     code = EXIT_OK if all(r.passed for r in results) else EXIT_PROBLEMS
     if coverage or min_coverage is not None:
-        records: dict[str, list[object]] = {}
-        for r in results:
-            records.setdefault(r.flow, []).append(r.record)
-        plans = {s.plan.flow.name: s.plan for s in suites}
-        flows = [flow_coverage(plan, records.get(name, [])) for name, plan in plans.items()]  # type: ignore[arg-type]
+        flows = coverage_of(suites, results)
         # json and junit keep stdout for their document alone
         click.echo(coverage_text(flows), err=fmt in ("json", "junit"))
         percent = total_percent(flows)

@@ -49,8 +49,10 @@ def run_once(
     on_complete: bool,
     inputs: dict[str, Any],
     as_json: bool,
+    record_to: Path | None = None,
 ) -> int:
-    """Run one execution and print it; returns the exit code."""
+    """Run one execution and print it (and with ``record_to``, append it to that test
+    file as a case); returns the exit code."""
     from flowrunner.report import record_text
     from flowrunner.runner import Runner
 
@@ -59,7 +61,17 @@ def run_once(
 
     async def go() -> ExecutionRecord:
         async with Runner(plan, secrets, dry_run=dry_run, on_complete=on_complete) as runner:
-            return await runner.run(Inputs(**inputs))
+            if record_to is None:
+                return await runner.run(Inputs(**inputs))
+            from flowrunner.testing.record import Recording, append_case, build_case
+
+            services = runner.engine.services
+            started_with = {**services.users.user_keys(), **inputs["user_keys"]}
+            recording = services.client = Recording(services.client, plan)
+            record = await runner.run(Inputs(**inputs))
+            case = build_case(record, inputs, started_with, recording.answers)
+            append_case(record_to, plan.flow.name, case)
+            return record
 
     record = asyncio.run(go())
     data = record.as_dict()

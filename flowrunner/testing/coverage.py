@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from flowrunner.compiler import Plan
 from flowrunner.result import ExecutionRecord
+from flowrunner.testing.cases import CaseResult
+from flowrunner.testing.suite import Suite
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +93,16 @@ def flow_coverage(plan: Plan, records: Iterable[ExecutionRecord]) -> FlowCoverag
         branches_taken=sum(1 for b in all_branches if b in taken),
         missed=tuple(missed),
     )
+
+
+def coverage_of(suites: list[Suite], results: list[CaseResult]) -> list[FlowCoverage]:
+    """The coverage of every flow under test by the executions of ``results``."""
+    records: dict[str, list[ExecutionRecord]] = {}
+    for result in results:
+        if result.record is not None:
+            records.setdefault(result.flow, []).append(result.record)
+    plans = {suite.plan.flow.name: suite.plan for suite in suites}
+    return [flow_coverage(plan, records.get(name, [])) for name, plan in plans.items()]
 
 
 def total_percent(flows: Iterable[FlowCoverage]) -> float:
