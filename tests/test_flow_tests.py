@@ -157,7 +157,8 @@ EXPECT = {
         "expect.user_keys.visits: expected 5, got 1",
     ),
     "requests": (
-        "requests: [{to: api.getOrder, method: POST, headers: {Authorization: Bearer test-API_TOKEN},"
+        "requests: [{to: api.getOrder, method: POST,"
+        " headers: {Authorization: Bearer test-API_TOKEN},"
         " body: {method: getOrder, params: {hint: '01'}}}]",
         "requests: [{to: api.getOrder, body: {params: {hint: '02'}}}]",
         "expect.requests[0].body.params.hint: expected '02', got '01'",
