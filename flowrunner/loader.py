@@ -23,6 +23,7 @@ from yaml import events
 from yaml.nodes import ScalarNode
 
 from flowrunner.errors import Diagnostic, LoadError, Mark
+from flowrunner.yaml12 import BOOLEANS, TRUTHY_11, TRUTHY_KEYS, truthy_warning
 
 MAX_BYTES = 1 << 20  # 1 MiB
 MAX_DEPTH = 64
@@ -412,7 +413,7 @@ class _Builder:
             top.key = text
             return
         mark = _mark(event, event.style or None)
-        key = self._value(event)
+        key = self._value(event, key=True)
         if type(key) is not str:
             self._problem(mark, "yaml-key-type", _key_type_message(text, key))
             key = text
@@ -439,8 +440,11 @@ class _Builder:
                 if isinstance(child, dict | list):
                     pending.append(((*path, key), child))
 
-    def _value(self, event: events.ScalarEvent) -> Any:
+    def _value(self, event: events.ScalarEvent, key: bool = False) -> Any:
         tag, value = event.tag, event.value
+        if tag is None and event.implicit[0] and value in (TRUTHY_KEYS if key else TRUTHY_11):
+            self.problems.append(truthy_warning(self.file, _mark(event), value))
+            return value
         if tag is None:
             tag = _implicit_tag(value) if event.implicit[0] else _STR
         if tag == _STR or tag == "!":  # "!" is the non-specific tag: a string
@@ -469,7 +473,7 @@ def _construct(tag: str, value: str) -> Any:
     if tag == _NULL:
         return None
     if tag == _BOOL:
-        return _CONSTRUCTOR.bool_values[value.lower()]
+        return BOOLEANS[value]  # YAML 1.2: !!bool yes is no boolean (a KeyError)
     if tag == _INT:
         if value.isdigit() and value.isascii() and value[0] != "0":
             return int(value)

@@ -77,7 +77,7 @@ def check_project_doc(doc: Document, root: Path) -> tuple[CompiledProject | None
 def _unless_reported(found: list[Diagnostic], loader: list[Diagnostic]) -> list[Diagnostic]:
     """Schema problems, less those at a position the loader already reported (a key
     such as ``1:`` is one problem, not a key-type and an unknown-key one)."""
-    taken = {(d.line, d.column) for d in loader}
+    taken = {(d.line, d.column) for d in loader if d.severity == "error"}
     return [d for d in found if (d.line, d.column) not in taken]
 
 

@@ -270,6 +270,8 @@ def test_repository_examples_are_valid(path):
     if not path.exists():
         pytest.skip("no example project")
     kind = "project" if path.name == "flowrunner.yaml" else "flow"
+    if path.name.endswith(".test.yaml"):
+        kind = "test"
     assert check(path.read_text(encoding="utf-8"), kind) == []
 
 

@@ -20,6 +20,7 @@ from flowrunner.jsoncodec import dumps_strict
 from flowrunner.loader import Document
 from flowrunner.project import (
     FLOWS_DIR,
+    PROJECT_FILE,
     TEST_SUFFIX,
     YAML_SUFFIXES,
     check_flow_doc,
@@ -75,10 +76,14 @@ class Suite:
 
 
 def test_files(folder: Path) -> Iterator[Path]:
-    """Every ``*.test.yaml`` below ``folder``, sorted, skipping hidden folders."""
+    """Every ``*.test.yaml`` below ``folder``, sorted, skipping hidden folders and
+    folders of another project (below ``folder``, holding their own flowrunner.yaml)."""
     for path in sorted(folder.rglob(f"*{TEST_SUFFIX}")):
-        parts = path.relative_to(folder).parts
-        if path.is_file() and not any(p.startswith(".") or p == "node_modules" for p in parts):
+        parts = path.relative_to(folder).parts[:-1]
+        if not path.is_file() or any(p.startswith(".") or p == "node_modules" for p in parts):
+            continue
+        inner = [folder.joinpath(*parts[: i + 1]) for i in range(len(parts))]
+        if not any((d / PROJECT_FILE).is_file() for d in inner):
             yield path
 
 
@@ -113,7 +118,7 @@ def check_suite_doc(
     """Check a loaded test document (see :func:`load_suite`)."""
     diags = list(doc.problems)
     found = schema.check(doc.data, "test", doc.file, doc.mark, doc.key_mark)
-    taken = {(d.line, d.column) for d in diags}
+    taken = {(d.line, d.column) for d in diags if d.severity == "error"}
     diags += [d for d in found if (d.line, d.column) not in taken]
     if any(d.severity == "error" for d in diags) or cproject is None:
         return None, diags
