@@ -331,7 +331,8 @@ FLOW_CASES = {
     "flow name": (
         "flow: Order Status\nsteps: [{id: a, operation: assign, set: {a: 1}}]\n",
         [
-            "f.yaml:1:7: error: 'flow' must be a flow name: lowercase letters, digits, '_' and '-', starting with a letter or digit (such as order-status) [schema]"
+            "f.yaml:1:7: error: 'flow' must be a flow name: lowercase letters, digits, "
+            "'_' and '-', starting with a letter or digit (such as order-status) [schema]"
         ],
     ),
     "not a mapping": (
@@ -383,7 +384,8 @@ FLOW_CASES = {
         [
             "f.yaml:3:14: error: 'on_complete' must be a boolean or a string, got a number "
             "[schema]",
-            "f.yaml:4:15: error: key 'bad key' in 'keys' must be a variable name: letters, digits and '_', not starting with a digit (such as order_id) "
+            "f.yaml:4:15: error: key 'bad key' in 'keys' must be a variable name: letters, digits "
+            "and '_', not starting with a digit (such as order_id) "
             "[schema]",
             "f.yaml:7:16: error: 'operation' must be 'assign' [schema]",
             "f.yaml:8:11: error: 'when' must be a string or a boolean, got a number [schema]",
@@ -404,11 +406,13 @@ FLOW_CASES = {
         """,
         [
             "f.yaml:5:14: error: 'webhook' must be a string, got a number [schema]",
-            "f.yaml:6:13: error: 'method' must be a method name: letters, digits, '_' and '-', not starting with a digit or '-' [schema]",
+            "f.yaml:6:13: error: 'method' must be a method name: letters, digits, '_' and '-', "
+            "not starting with a digit or '-' [schema]",
             "f.yaml:7:17: error: 'parameters' must not contain the same item twice [schema]",
             "f.yaml:7:30: error: item 3 of 'parameters' must be one of: call, flow.key, "
             "user.key [schema]",
-            "f.yaml:8:14: error: key 'x-y' in 'params' must be a variable name: letters, digits and '_', not starting with a digit (such as order_id) [schema]",
+            "f.yaml:8:14: error: key 'x-y' in 'params' must be a variable name: letters, digits "
+            "and '_', not starting with a digit (such as order_id) [schema]",
         ],
     ),
     "both kinds: the operation step wins": (
