@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flowrunner import __version__
 from flowrunner.errors import UsageError
 from flowrunner.schema import schema_text
 
@@ -123,6 +122,10 @@ permissions:
   contents: read
   checks: write   # the test report
 
+env:
+  # where to install flowrunner from: the repository and commit you use (docs/ci.md)
+  FLOWRUNNER: "git+https://github.com/OWNER/flowrunner@COMMIT"
+
 jobs:
   flows:
     runs-on: ubuntu-latest
@@ -132,8 +135,7 @@ jobs:
         with:
           python-version: "3.12"
       - name: Install flowrunner
-        # pin the flowrunner you use: a version, or git+https://...@<commit>
-        run: pip install "flowrunner==__VERSION__"
+        run: pip install "$FLOWRUNNER"
       - name: Validate the project, every flow and every test file
         run: flowrunner validate --format github
       - name: Test the flows
@@ -146,7 +148,7 @@ jobs:
         with:
           name: flow-tests
           path: flow-tests.xml
-""".replace("__VERSION__", __version__)
+"""
 
 GITIGNORE = """\
 # flowrunner's run state (SQLite: history, user keys, on-complete outbox)

@@ -50,6 +50,7 @@ class Client:
         )
         self.next_id = 0
         self.notifications: list[dict[str, Any]] = []
+        self.settings: dict[str, Any] = {}  # the "yaml" section the server pulls
 
     def send(self, message: dict[str, Any]) -> None:
         body = json.dumps({"jsonrpc": "2.0", **message}).encode()
@@ -76,10 +77,19 @@ class Client:
             if message.get("id") == self.next_id and "method" not in message:
                 return message.get("result")
             if "method" in message and "id" in message:  # a request of the server
-                self.send({"id": message["id"], "result": [{}] * 8})
+                self.answer(message)
             elif "method" in message:
                 self.notifications.append(message)
         raise AssertionError(f"no answer to {method}")
+
+    def answer(self, message: dict[str, Any]) -> None:
+        """Answer a request of the server: its settings (it pulls them on a change,
+        section by section) or an empty result."""
+        result: Any = None
+        if message["method"] == "workspace/configuration":
+            sections = [item.get("section") for item in message["params"]["items"]]
+            result = [self.settings if s == "yaml" else {} for s in sections]
+        self.send({"id": message["id"], "result": result})
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         self.send({"method": method, "params": params})
@@ -97,14 +107,17 @@ def client(tmp_path: Path) -> Any:
     command = _server()
     assert command is not None
     lsp = Client(command)
-    capabilities = {"textDocument": {"completion": {"completionItem": {"snippetSupport": True}}}}
+    capabilities = {
+        "textDocument": {"completion": {"completionItem": {"snippetSupport": True}}},
+        "workspace": {"configuration": True},
+    }
     lsp.request(
         "initialize",
         {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": capabilities},
     )
     lsp.notify("initialized", {})
-    settings = {"yaml": {"validate": True, "completion": True, "hover": True, "schemas": {}}}
-    lsp.notify("workspace/didChangeConfiguration", {"settings": settings})
+    lsp.settings = {"validate": True, "completion": True, "hover": True, "schemas": {}}
+    lsp.notify("workspace/didChangeConfiguration", {"settings": {}})
     yield lsp
     lsp.close()
 
@@ -125,16 +138,24 @@ def labels(lsp: Client, uri: str, line: int, character: int) -> set[str]:
     return {item["label"] for item in items}
 
 
-def diagnostics(lsp: Client, uri: str) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 20
+def diagnostics(lsp: Client, uri: str, settle: float = 3.0) -> list[dict[str, Any]]:
+    """The last diagnostics published for ``uri`` once none came for ``settle`` seconds
+    (a server may publish an empty list first, before its schema is loaded)."""
+    deadline = time.monotonic() + 30
+    last: list[dict[str, Any]] | None = None
+    quiet_since = time.monotonic()
+    seen = 0
     while time.monotonic() < deadline:
-        for note in lsp.notifications:
-            if note["method"] == "textDocument/publishDiagnostics":
-                if note["params"]["uri"] == uri:
-                    found: list[dict[str, Any]] = note["params"]["diagnostics"]
-                    return found
         lsp.request("textDocument/hover", {"textDocument": {"uri": uri},
                                            "position": {"line": 0, "character": 0}})  # fmt: skip
+        fresh, seen = lsp.notifications[seen:], len(lsp.notifications)
+        for note in fresh:
+            if note["method"] == "textDocument/publishDiagnostics":
+                if note["params"]["uri"] == uri:
+                    last, quiet_since = note["params"]["diagnostics"], time.monotonic()
+        if last is not None and time.monotonic() - quiet_since >= settle:
+            return last
+        time.sleep(0.2)
     raise AssertionError("no diagnostics published")
 
 
@@ -165,3 +186,36 @@ def test_the_editor_shows_our_messages_and_reads_off_as_a_string(
     assert any("must be a flow name" in m for m in messages), messages
     # 'off' is a string (YAML 1.2): no type error on the step id, as in `flowrunner validate`
     assert not any("boolean" in m.lower() for m in messages), messages
+
+
+def test_init_settings_map_each_schema_to_its_files(tmp_path: Path) -> None:
+    from flowrunner.scaffold import write_repository
+
+    write_repository(tmp_path)
+    command = _server()
+    assert command is not None
+    lsp = Client(command)
+    try:
+        folders = [{"uri": tmp_path.as_uri(), "name": "repo"}]
+        lsp.request(
+            "initialize",
+            {"processId": os.getpid(), "rootUri": tmp_path.as_uri(),
+             "workspaceFolders": folders,
+             "capabilities": {"workspace": {"configuration": True}}},
+        )  # fmt: skip
+        lsp.notify("initialized", {})
+        settings = json.loads((tmp_path / ".vscode" / "settings.json").read_text())
+        lsp.settings = {k.removeprefix("yaml."): v for k, v in settings.items() if k[:5] == "yaml."}
+        lsp.notify("workspace/didChangeConfiguration", {"settings": {}})
+        # no modelines: the settings alone choose the schema
+        test_text = "flow: hello\ncases:\n  - name: a\n    bogus: 1\n"
+        test_uri = open_doc(lsp, tmp_path / "flows", "other.test.yaml", test_text)
+        flow_text = "flow: other\nsteps:\n  - id: a\n    operation: assign\n    set: {b: 1}\n"
+        flow_uri = open_doc(lsp, tmp_path / "flows", "other.yaml", flow_text + "bogus: 1\n")
+        test_messages = [d["message"] for d in diagnostics(lsp, test_uri)]
+        flow_messages = [d["message"] for d in diagnostics(lsp, flow_uri)]
+    finally:
+        lsp.close()
+    # each file is checked against its own schema only: one unknown key each
+    assert len(test_messages) == 1 and "bogus" in test_messages[0], test_messages
+    assert len(flow_messages) == 1 and "bogus" in flow_messages[0], flow_messages
