@@ -224,3 +224,19 @@ def test_record_refuses_dry_run_and_events(tmp_path: Path) -> None:
     result = invoke(root, "run", "x", "--dry-run", "--record", str(tmp_path / "r.test.yaml"))
     assert result.exit_code == 2
     assert "--record records one real run" in result.output
+
+
+def test_the_readme_test_example_passes(tmp_path: Path) -> None:
+    import re
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"## Testing a flow\n.*?```yaml\n(.*?)\n```", text, re.S)
+    assert block is not None
+    shutil.copy(REPO / "flowrunner.yaml", tmp_path / "flowrunner.yaml")
+    shutil.copytree(
+        REPO / "flows", tmp_path / "flows", ignore=shutil.ignore_patterns("*.test.yaml")
+    )
+    (tmp_path / "flows" / "readme.test.yaml").write_text(block.group(1) + "\n")
+    result = invoke(tmp_path, "test")
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output
