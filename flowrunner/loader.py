@@ -442,7 +442,10 @@ class _Builder:
 
     def _value(self, event: events.ScalarEvent, key: bool = False) -> Any:
         tag, value = event.tag, event.value
-        if tag is None and event.implicit[0] and value in (TRUTHY_KEYS if key else TRUTHY_11):
+        # every YAML 1.1 boolean word has 1 to 3 characters: most values skip the lookup
+        if tag is None and len(value) < 4 and event.implicit[0] and value in TRUTHY_11:
+            if key and value not in TRUTHY_KEYS:
+                return value
             self.problems.append(truthy_warning(self.file, _mark(event), value))
             return value
         if tag is None:
