@@ -240,3 +240,24 @@ def test_the_readme_test_example_passes(tmp_path: Path) -> None:
     result = invoke(tmp_path, "test")
     assert result.exit_code == 0, result.output
     assert "1 passed, 0 failed" in result.output
+
+
+def test_record_appends_as_text_keeping_comments(tmp_path: Path) -> None:
+    from flowrunner.errors import UsageError
+    from flowrunner.testing.record import append_case
+
+    path = tmp_path / "a.test.yaml"
+    path.write_text("# kept\nflow: f\ncases:\n  - name: first  # also kept\n")
+    case = {"name": "recorded now", "call": {"cli": "yes"}, "expect": {"status": "COMPLETED"}}
+    append_case(path, "f", case)
+    text = path.read_text()
+    assert text.startswith("# kept\nflow: f\ncases:\n  - name: first  # also kept\n")
+    assert "  - name: recorded now (run 2)\n" in text
+    assert "cli: 'yes'" in text  # a YAML 1.1 boolean word is written quoted
+    with pytest.raises(UsageError, match="not a test file of flow 'g'"):
+        append_case(path, "g", case)
+    other = tmp_path / "b.test.yaml"
+    other.write_text("cases:\n  - name: x\nflow: f\n")
+    with pytest.raises(UsageError, match="its 'cases' list must come last"):
+        append_case(other, "f", case)
+    assert other.read_text() == "cases:\n  - name: x\nflow: f\n"  # left as it was

@@ -121,8 +121,11 @@ def append_case(path: Path, flow: str, case: dict[str, Any]) -> None:
         raise UsageError(f"{path}: cannot append a case: it has no 'cases' list")
     case = {**case, "name": f"{case['name']} (run {len(cases) + 1})"}
     new = old + ("" if old.endswith("\n") else "\n") + _indent(_dump([case]))
-    after = load_text(new, str(path)).data
-    if after.get("cases") != [*cases, _plain(case)]:
+    try:
+        after = load_text(new, str(path)).data
+    except LoadError:
+        after = None
+    if not isinstance(after, dict) or after.get("cases") != [*cases, _plain(case)]:
         raise UsageError(f"{path}: cannot append a case: its 'cases' list must come last")
     path.write_text(new, encoding="utf-8")
 
