@@ -58,6 +58,10 @@ def run_once(
 
     plan = load_plan(require_root(project), flow)
     secrets = make_secrets(secrets_file, masked=dry_run)
+    if record_to is not None:
+        from flowrunner.testing.record import check_target
+
+        check_target(record_to, plan.flow.name)  # before anything runs
 
     async def go() -> ExecutionRecord:
         async with Runner(plan, secrets, dry_run=dry_run, on_complete=on_complete) as runner:

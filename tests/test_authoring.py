@@ -261,3 +261,15 @@ def test_record_appends_as_text_keeping_comments(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="its 'cases' list must come last"):
         append_case(other, "f", case)
     assert other.read_text() == "cases:\n  - name: x\nflow: f\n"  # left as it was
+
+
+def test_record_into_a_file_that_cannot_take_it_runs_nothing(tmp_path: Path) -> None:
+    hooks = {"shop": {"url": "https://shop.example.com/x", "methods": {"getOrderStatus": {}}}}
+    root = write_project(tmp_path, hooks, {"order-status": FLOW.replace("on_complete: true\n", "")})
+    target = tmp_path / "other.test.yaml"
+    target.write_text("flow: another-flow\ncases:\n  - name: x\n")
+    result = invoke(root, "run", "order-status", "--record", str(target))
+    assert result.exit_code == 2
+    assert "not a test file of flow 'order-status'" in result.output
+    assert not (root / "state.db").exists()  # the run never started
+    assert target.read_text() == "flow: another-flow\ncases:\n  - name: x\n"

@@ -98,17 +98,14 @@ def _dump(data: Any) -> str:
     return scrub(text)
 
 
-def append_case(path: Path, flow: str, case: dict[str, Any]) -> None:
-    """Append ``case`` to the test file at ``path`` (created with ``flow`` if missing).
-
-    Raises :class:`UsageError` when the file is not a test file of ``flow`` whose
-    ``cases`` list comes last (the case is appended as text, keeping comments).
-    """
+def check_target(path: Path, flow: str) -> tuple[str, int] | None:
+    """The text and the number of cases of the test file at ``path``, or None when it
+    does not exist. Raises :class:`UsageError` when a case cannot be appended to it: not
+    a test file of ``flow``, or ``cases`` not its last key (cases are appended as text,
+    keeping comments). Called before a recorded run as well, so that nothing runs for a
+    file that cannot take it."""
     if not path.exists():
-        case = {**case, "name": f"{case['name']} (run 1)"}
-        block = _dump([case])
-        path.write_text(_dump({"flow": flow}) + "cases:\n" + _indent(block), encoding="utf-8")
-        return
+        return None
     try:
         old = path.read_text(encoding="utf-8")
         before = load_text(old, str(path)).data
@@ -117,17 +114,36 @@ def append_case(path: Path, flow: str, case: dict[str, Any]) -> None:
     if not isinstance(before, dict) or before.get("flow") != flow:
         raise UsageError(f"{path}: not a test file of flow '{flow}'")
     cases = before.get("cases")
-    if not isinstance(cases, list):
-        raise UsageError(f"{path}: cannot append a case: it has no 'cases' list")
-    case = {**case, "name": f"{case['name']} (run {len(cases) + 1})"}
-    new = old + ("" if old.endswith("\n") else "\n") + _indent(_dump([case]))
-    try:
-        after = load_text(new, str(path)).data
-    except LoadError:
-        after = None
-    if not isinstance(after, dict) or after.get("cases") != [*cases, _plain(case)]:
+    probe = {"name": "probe"}
+    if not isinstance(cases, list) or _appended(old, probe, str(path)) != [*cases, probe]:
         raise UsageError(f"{path}: cannot append a case: its 'cases' list must come last")
-    path.write_text(new, encoding="utf-8")
+    return old, len(cases)
+
+
+def _append(old: str, case: dict[str, Any]) -> str:
+    return old + ("" if old.endswith("\n") else "\n") + _indent(_dump([case]))
+
+
+def _appended(old: str, case: dict[str, Any], file: str) -> Any:
+    """The ``cases`` read back from ``old`` with ``case`` appended (None if unreadable)."""
+    try:
+        after = load_text(_append(old, case), file).data
+    except LoadError:
+        return None
+    return after.get("cases") if isinstance(after, dict) else None
+
+
+def append_case(path: Path, flow: str, case: dict[str, Any]) -> None:
+    """Append ``case`` to the test file at ``path`` (created with ``flow`` if missing),
+    named with its number. Raises :class:`UsageError` as :func:`check_target` does."""
+    found = check_target(path, flow)
+    if found is None:
+        case = {**case, "name": f"{case['name']} (run 1)"}
+        path.write_text(_dump({"flow": flow}) + "cases:\n" + _indent(_dump([case])), "utf-8")
+        return
+    old, count = found
+    case = {**case, "name": f"{case['name']} (run {count + 1})"}
+    path.write_text(_append(old, case), encoding="utf-8")
 
 
 def _plain(case: dict[str, Any]) -> Any:
