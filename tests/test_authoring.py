@@ -264,7 +264,13 @@ def test_record_appends_as_text_keeping_comments(tmp_path: Path) -> None:
 
 
 def test_record_into_a_file_that_cannot_take_it_runs_nothing(tmp_path: Path) -> None:
-    hooks = {"shop": {"url": "https://shop.example.com/x", "methods": {"getOrderStatus": {}}}}
+    response = {"order_status": "status", "order_id": "order.id"}
+    hooks = {
+        "shop": {
+            "url": "https://shop.example.com/x",
+            "methods": {"getOrderStatus": {"response": response}},
+        }
+    }
     root = write_project(tmp_path, hooks, {"order-status": FLOW.replace("on_complete: true\n", "")})
     target = tmp_path / "other.test.yaml"
     target.write_text("flow: another-flow\ncases:\n  - name: x\n")
