@@ -67,15 +67,9 @@ def run_once(
         async with Runner(plan, secrets, dry_run=dry_run, on_complete=on_complete) as runner:
             if record_to is None:
                 return await runner.run(Inputs(**inputs))
-            from flowrunner.testing.record import Recording, append_case, build_case
+            from flowrunner.testing.record import run_recorded
 
-            services = runner.engine.services
-            started_with = {**services.users.user_keys(), **inputs["user_keys"]}
-            recording = services.client = Recording(services.client, plan)
-            record = await runner.run(Inputs(**inputs))
-            case = build_case(record, inputs, started_with, recording.answers)
-            append_case(record_to, plan.flow.name, case)
-            return record
+            return await run_recorded(runner, inputs, record_to)
 
     record = asyncio.run(go())
     data = record.as_dict()

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from flowrunner.compiler import Plan
+from flowrunner.engine import Inputs
 from flowrunner.errors import LoadError, UsageError
 from flowrunner.loader import load_text
 from flowrunner.result import ExecutionRecord
@@ -42,6 +43,19 @@ class Recording:
         response = await self.inner.send(request)
         self.answers.append((target_of(request, step_targets(self.plan)), _answer(response)))
         return response
+
+
+async def run_recorded(runner: Any, inputs: dict[str, Any], path: Path) -> ExecutionRecord:
+    """Run once through ``runner`` (a :class:`flowrunner.runner.Runner`, entered) with
+    its HTTP client recording, then append the run to the test file at ``path``."""
+    plan = runner.plan
+    services = runner.engine.services
+    started_with = {**services.users.user_keys(), **inputs["user_keys"]}
+    recording = services.client = Recording(services.client, plan)
+    record: ExecutionRecord = await runner.run(Inputs(**inputs))
+    case = build_case(record, inputs, started_with, recording.answers)
+    append_case(path, plan.flow.name, case)
+    return record
 
 
 def _answer(response: Any) -> dict[str, Any]:
