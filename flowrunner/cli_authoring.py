@@ -38,16 +38,18 @@ def test_command(
     --min-coverage), 2 when a test file or its flow is invalid.
     """
     from flowrunner.project import require_root
-    from flowrunner.testing.cases import load_suites, run_suites
+    from flowrunner.testing.cases import load_suites, project_plans, run_suites
     from flowrunner.testing.coverage import coverage_of, coverage_text, total_percent
     from flowrunner.testing.output import RENDERERS
 
-    suites = load_suites(list(paths), require_root(state.project))
+    root = require_root(state.project)
+    suites = load_suites(list(paths), root)
     results = run_suites(suites)
     click.echo(RENDERERS[fmt](results))
     code = EXIT_OK if all(r.passed for r in results) else EXIT_PROBLEMS
     if coverage or min_coverage is not None:
-        flows = coverage_of(suites, results)
+        # with no PATH the whole project is under test: a flow without tests counts too
+        flows = coverage_of(suites, results, () if paths else project_plans(root))
         # json and junit keep stdout for their document alone
         click.echo(coverage_text(flows), err=fmt in ("json", "junit"))
         percent = total_percent(flows)

@@ -464,3 +464,16 @@ def test_schema_test_prints_the_schema() -> None:
 
     result = CliRunner().invoke(main, ["schema", "test"])
     assert json.loads(result.output)["title"] == "flowrunner flow test"
+
+
+def test_a_flow_without_tests_counts_in_the_project_coverage(project: Path) -> None:
+    (project / "flows" / "untested.yaml").write_text(
+        "flow: untested\nsteps:\n  - {id: only, operation: assign, set: {a: 1}}\n"
+    )
+    write_cases(project, case("steps: [start, lookup, vip]"))
+    result = run_test(project, "--coverage")
+    assert "untested                 steps 0/1  branches 0/0  0.0%" in result.output
+    assert "not reached: step only" in result.output
+    # a path limits coverage to the flows of the files given
+    given = run_test(project, "--coverage", "tests/checkout.test.yaml")
+    assert "untested" not in given.output

@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from flowrunner import oncomplete
+from flowrunner.compiler import Plan
 from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services
 from flowrunner.errors import Diagnostic, InvalidProject, UsageError
-from flowrunner.project import TEST_SUFFIX, load_project
+from flowrunner.project import (
+    FLOWS_DIR,
+    TEST_SUFFIX,
+    check_flow_doc,
+    flow_files,
+    load_doc,
+    load_project,
+)
 from flowrunner.result import ExecutionRecord
 from flowrunner.testing.match import mismatch
 from flowrunner.testing.mocks import MockTransport, TestSecrets
@@ -83,6 +91,21 @@ def load_suites(paths: list[str], root: Path) -> list[Suite]:
     if any(d.severity == "error" for d in diags) or cproject is None:
         raise InvalidProject(sorted(set(diags), key=Diagnostic.sort_key))
     return suites
+
+
+def project_plans(root: Path) -> list[Plan]:
+    """The plans of every valid flow of the project (for coverage: an untested flow
+    counts too); flows with errors are left to ``validate``."""
+    cproject, _ = load_project(root)
+    if cproject is None:
+        return []
+    plans = []
+    for path in flow_files(root / FLOWS_DIR):
+        doc, _ = load_doc(path)
+        plan = check_flow_doc(doc, cproject)[0] if doc is not None else None
+        if plan is not None:
+            plans.append(plan)
+    return plans
 
 
 def run_suites(

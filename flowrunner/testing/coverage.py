@@ -95,14 +95,18 @@ def flow_coverage(plan: Plan, records: Iterable[ExecutionRecord]) -> FlowCoverag
     )
 
 
-def coverage_of(suites: list[Suite], results: list[CaseResult]) -> list[FlowCoverage]:
-    """The coverage of every flow under test by the executions of ``results``."""
+def coverage_of(
+    suites: list[Suite], results: list[CaseResult], others: Iterable[Plan] = ()
+) -> list[FlowCoverage]:
+    """The coverage of every flow under test by the executions of ``results``, and of
+    ``others`` (flows no test file names: nothing reached), sorted by flow name."""
     records: dict[str, list[ExecutionRecord]] = {}
     for result in results:
         if result.record is not None:
             records.setdefault(result.flow, []).append(result.record)
-    plans = {suite.plan.flow.name: suite.plan for suite in suites}
-    return [flow_coverage(plan, records.get(name, [])) for name, plan in plans.items()]
+    plans = {plan.flow.name: plan for plan in others}
+    plans.update({suite.plan.flow.name: suite.plan for suite in suites})
+    return [flow_coverage(plans[name], records.get(name, [])) for name in sorted(plans)]
 
 
 def total_percent(flows: Iterable[FlowCoverage]) -> float:
