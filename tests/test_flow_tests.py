@@ -477,3 +477,16 @@ def test_a_flow_without_tests_counts_in_the_project_coverage(project: Path) -> N
     # a path limits coverage to the flows of the files given
     given = run_test(project, "--coverage", "tests/checkout.test.yaml")
     assert "untested" not in given.output
+
+
+def test_discovery_skips_hidden_vendored_and_other_projects(project: Path) -> None:
+    from flowrunner.testing.suite import test_files
+
+    good = write_cases(project, case("steps: [start, lookup, vip]"))
+    for folder in (".hidden", "node_modules/pkg", "venv/lib", "sub-project/flows"):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "x.test.yaml").write_text("not: a test file\n")
+    (project / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    (project / "sub-project" / "flowrunner.yaml").write_text("version: 1\n")
+    assert list(test_files(project)) == [good]
+    assert run_test(project).exit_code == 0

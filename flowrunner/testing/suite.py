@@ -7,6 +7,7 @@ test, and every problem found as a :class:`~flowrunner.errors.Diagnostic` (rules
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,16 +76,26 @@ class Suite:
         return self.doc.mark(path).line
 
 
+_SKIPPED = frozenset({"node_modules", "site-packages", "__pycache__"})
+
+
 def test_files(folder: Path) -> Iterator[Path]:
-    """Every ``*.test.yaml`` below ``folder``, sorted, skipping hidden folders and
-    folders of another project (below ``folder``, holding their own flowrunner.yaml)."""
-    for path in sorted(folder.rglob(f"*{TEST_SUFFIX}")):
-        parts = path.relative_to(folder).parts[:-1]
-        if not path.is_file() or any(p.startswith(".") or p == "node_modules" for p in parts):
-            continue
-        inner = [folder.joinpath(*parts[: i + 1]) for i in range(len(parts))]
-        if not any((d / PROJECT_FILE).is_file() for d in inner):
-            yield path
+    """Every ``*.test.yaml`` below ``folder``, sorted. Not searched: hidden folders,
+    ``node_modules``, virtualenvs, and folders of another project (below ``folder``,
+    holding their own flowrunner.yaml)."""
+    found = []
+    for top, dirs, names in os.walk(folder):
+        here = Path(top)
+        dirs[:] = [d for d in dirs if _searched(here / d)]
+        found += [here / n for n in names if n.endswith(TEST_SUFFIX) and (here / n).is_file()]
+    yield from sorted(found)
+
+
+def _searched(folder: Path) -> bool:
+    name = folder.name
+    if name.startswith(".") or name in _SKIPPED:
+        return False
+    return not (folder / PROJECT_FILE).is_file() and not (folder / "pyvenv.cfg").is_file()
 
 
 class _Problems:
