@@ -411,7 +411,10 @@ def test_an_invalid_test_file_exits_2_with_diagnostics(project: Path) -> None:
         "tests/checkout.test.yaml:5:13: error: webhook 'api' has no method 'getOrdr'"
         in result.output
     )
-    assert "the flow has no step 'nowhere' [test-step]" in result.output
+    assert "the flow has no step 'nowhere' (steps: lookup, normal, sorry, start, vip)" in (
+        result.output
+    )
+    assert "has no method 'getOrdr' (did you mean 'getOrder'?) [test-mock]" in result.output
     validated = invoke(project, "validate")
     assert validated.exit_code == 1
     assert "[test-mock]" in validated.output and "[test-step]" in validated.output

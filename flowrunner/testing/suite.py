@@ -8,7 +8,7 @@ test, and every problem found as a :class:`~flowrunner.errors.Diagnostic` (rules
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from flowrunner.project import (
     flow_files,
     load_doc,
 )
+from flowrunner.references import suggest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,17 +252,25 @@ def _check_target(
     name, _, method = target.partition(".")
     hook = hooks.get(name)
     if hook is None:
-        choices = ", ".join(sorted(hooks)) or "none"
-        message = f"no webhook '{name}' in the project (webhooks: {choices})"
+        message = f"no webhook '{name}' in the project{_hint(name, hooks, 'webhooks')}"
         problems.add(path, "test-mock", message, key)
     elif method and method not in hook.methods:
-        choices = ", ".join(sorted(hook.methods)) or "none"
-        message = f"webhook '{name}' has no method '{method}' (methods: {choices})"
-        problems.add(path, "test-mock", message, key)
+        hint = _hint(method, hook.methods, "methods")
+        problems.add(path, "test-mock", f"webhook '{name}' has no method '{method}'{hint}", key)
 
 
 def _check_step(
     step_id: Any, step_ids: set[str], problems: _Problems, path: tuple[str | int, ...]
 ) -> None:
     if step_id not in step_ids:
-        problems.add(path, "test-step", f"the flow has no step '{step_id}'")
+        hint = _hint(str(step_id), step_ids, "steps")
+        problems.add(path, "test-step", f"the flow has no step '{step_id}'{hint}")
+
+
+def _hint(name: str, known: Iterable[str], noun: str) -> str:
+    """`` (did you mean 'x'?)`` when a known name is close, else the list of them."""
+    names = sorted(known)
+    found = suggest(name, names)
+    if found:
+        return f" (did you mean '{found}'?)"
+    return f" ({noun}: {', '.join(names) or 'none'})"
