@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from flowrunner import __version__
+from flowrunner.cli.authoring import graph_command, init_command, test_command
 from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded
 from flowrunner.cli.report import FORMATS
 from flowrunner.cli.serve import serve as serve_command
@@ -108,11 +109,11 @@ def validate(state: State, paths: tuple[str, ...], fmt: str) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["flow", "project", "on-complete", "openapi"]))
+@click.argument("kind", type=click.Choice(["flow", "project", "on-complete", "test", "openapi"]))
 @guarded
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a flow file, the project file or the on-complete payload,
-    or the OpenAPI document of ``serve``."""
+    """Print the JSON Schema of a flow file, the project file, the on-complete payload or a
+    test file, or the OpenAPI document of ``serve``."""
     from flowrunner.source.schema import schema_text
 
     if kind == "openapi":
@@ -212,6 +213,12 @@ def _check_batch_options(
     help="Processes that share the --events lines and the concurrency (auto: one per CPU).",
 )
 @click.option("--worker", is_flag=True, hidden=True)
+@click.option(
+    "--record",
+    "record_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append this run to a test file as a case (answers as mocks, outcome as expect).",
+)
 @click.pass_obj
 @guarded
 def run(
@@ -229,6 +236,7 @@ def run(
     output: Path | None,
     workers: str,
     worker: bool,
+    record_to: Path | None,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
 
@@ -240,6 +248,10 @@ def run(
 
     common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
     _check_batch_options(events, calls + keys + user_keys, as_json, output, workers)
+    if record_to is not None and (events is not None or dry_run):
+        from flowrunner.errors import UsageError
+
+        raise UsageError("--record records one real run: not with --events or --dry-run")
     if events is not None:
         code = run_batch(
             **common,
@@ -267,6 +279,7 @@ def run(
             on_complete=not no_on_complete,
             inputs=inputs,
             as_json=as_json,
+            record_to=record_to,
         )
     )
 
@@ -312,3 +325,6 @@ def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
 
 
 main.add_command(serve_command)
+main.add_command(test_command)
+main.add_command(init_command)
+main.add_command(graph_command)

@@ -49,17 +49,27 @@ def run_once(
     on_complete: bool,
     inputs: dict[str, Any],
     as_json: bool,
+    record_to: Path | None = None,
 ) -> int:
-    """Run one execution and print it; returns the exit code."""
+    """Run one execution and print it (and with ``record_to``, append it to that test
+    file as a case); returns the exit code."""
     from flowrunner.cli.report import record_text
     from flowrunner.runner import Runner
 
     plan = load_plan(require_root(project), flow)
     secrets = make_secrets(secrets_file, masked=dry_run)
+    if record_to is not None:
+        from flowrunner.testing.record import check_target
+
+        check_target(record_to, plan.flow.name)  # before anything runs
 
     async def go() -> ExecutionRecord:
         async with Runner(plan, secrets, dry_run=dry_run, on_complete=on_complete) as runner:
-            return await runner.run(Inputs(**inputs))
+            if record_to is None:
+                return await runner.run(Inputs(**inputs))
+            from flowrunner.testing.record import run_recorded
+
+            return await run_recorded(runner, inputs, record_to)
 
     record = asyncio.run(go())
     data = record.as_dict()
