@@ -19,9 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -29,32 +27,13 @@ from yarl import URL
 
 from flowrunner.egress import EgressPolicy
 from flowrunner.model import HttpPolicy
-from flowrunner.wire import USER_AGENT, HttpRequest
-
-MAX_BODY = 1 << 20
-
-FailureKind = Literal["timeout", "connection", "refused", "too_large", "disabled"]
+from flowrunner.wire import MAX_BODY, USER_AGENT, FailureKind, HttpRequest, HttpResponse
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _NO_CONTENT_TYPE = ("Content-Type",)
 _CACHE_SIZE = 1024  # distinct (scheme, host) decisions kept before starting over
 
 __all__ = ["HttpClient", "HttpRequest", "HttpResponse", "MAX_BODY"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpResponse:
-    """An answer (any status) or a failure to get one (``failure`` set, ``status`` maybe None).
-
-    ``headers`` is case-insensitive for an answer (``headers.get("retry-after")``).
-    """
-
-    status: int | None
-    body: bytes | None
-    headers: Mapping[str, str]
-    duration: float  # seconds
-    failure: FailureKind | None = None
-    message: str = ""  # why it failed, for people; never holds a secret
 
 
 class _Refused(Exception):

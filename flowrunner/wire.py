@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from flowrunner import __version__
@@ -14,6 +14,9 @@ from flowrunner.jsoncodec import compact
 from flowrunner.secrets import Secrets
 
 USER_AGENT = f"flowrunner/{__version__}"
+MAX_BODY = 1 << 20  # bytes of an answer's body, counted after decompression
+
+FailureKind = Literal["timeout", "connection", "refused", "too_large", "disabled"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,6 +29,21 @@ class HttpRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
     timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpResponse:
+    """An answer (any status) or a failure to get one (``failure`` set, ``status`` maybe None).
+
+    ``headers`` is case-insensitive for an answer (``headers.get("retry-after")``).
+    """
+
+    status: int | None
+    body: bytes | None
+    headers: Mapping[str, str]
+    duration: float  # seconds
+    failure: FailureKind | None = None
+    message: str = ""  # why it failed, for people; never holds a secret
 
 
 def auth_headers(webhook: m.Webhook, secrets: Secrets) -> dict[str, str]:
