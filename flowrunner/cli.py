@@ -10,11 +10,12 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from flowrunner import __version__
-from flowrunner.cliutil import EXIT_OK, EXIT_PROBLEMS, State, guarded
+from flowrunner.cliutil import EXIT_OK, EXIT_PROBLEMS, State, guarded, transport_option
 
 MAX_WORKERS = 256
 
@@ -178,6 +179,7 @@ def _check_batch_options(
     help="Processes that share the --events lines and the concurrency (auto: one per CPU).",
 )
 @click.option("--worker", is_flag=True, hidden=True)
+@transport_option
 @click.pass_obj
 @guarded
 def run(
@@ -195,6 +197,7 @@ def run(
     output: Path | None,
     workers: str,
     worker: bool,
+    transport: str | None,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
 
@@ -204,7 +207,12 @@ def run(
     """
     from flowrunner.commands import run_batch, run_once
 
-    common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
+    common: dict[str, Any] = {
+        "project": state.project,
+        "flow": flow,
+        "secrets_file": secrets_file,
+        "transport": transport,
+    }
     _check_batch_options(events, calls + keys + user_keys, as_json, output, workers)
     if events is not None:
         code = run_batch(
@@ -226,9 +234,7 @@ def run(
     }
     sys.exit(
         run_once(
-            project=state.project,
-            flow=flow,
-            secrets_file=secrets_file,
+            **common,
             dry_run=dry_run,
             on_complete=not no_on_complete,
             inputs=inputs,
@@ -238,14 +244,15 @@ def run(
 
 
 @main.command()
+@transport_option
 @guarded
-def demo() -> None:
+def demo(transport: str | None) -> None:
     """Run the example flows against an embedded local receiver (no setup needed)."""
     import asyncio
 
     from flowrunner.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo()))
+    sys.exit(asyncio.run(run_demo(transport=transport)))
 
 
 @main.group()
@@ -266,12 +273,15 @@ def webhooks_list(state: State) -> None:
 @webhooks.command("check")
 @click.argument("name")
 @click.option("--secrets-file", type=click.Path(dir_okay=False, path_type=Path))
+@transport_option
 @click.pass_obj
 @guarded
-def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
+def webhooks_check(
+    state: State, name: str, secrets_file: Path | None, transport: str | None
+) -> None:
     """Is the webhook's URL reachable, and is its auth accepted? (exit 0 yes, 1 no)"""
     from flowrunner.checks import check_webhook
 
-    ok, message = check_webhook(state.project, name, secrets_file)
+    ok, message = check_webhook(state.project, name, secrets_file, transport)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)

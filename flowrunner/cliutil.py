@@ -123,3 +123,17 @@ def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             f"internal error: {type(exc).__name__} (run with --debug for details)",
             EXIT_INTERNAL,
         )
+
+
+def transport_option(func: F) -> F:
+    """``--transport fast|aiohttp`` (default: ``FLOWRUNNER_TRANSPORT``, else fast when
+    installed); the command receives ``transport`` (None: not given)."""
+    from flowrunner.net.choice import ENV_VAR, TRANSPORTS
+
+    option = click.option(
+        "--transport",
+        type=click.Choice(TRANSPORTS, case_sensitive=False),
+        envvar=ENV_VAR,
+        help=f"The HTTP transport (default: ${ENV_VAR}, else fast when installed).",
+    )
+    return option(func)

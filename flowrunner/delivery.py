@@ -32,10 +32,11 @@ from typing import Any, Literal
 
 from flowrunner import signing, wire
 from flowrunner.errors import SecretError
-from flowrunner.http import HttpClient, HttpRequest, HttpResponse
 from flowrunner.model import Project, Webhook
+from flowrunner.net.choice import Client
 from flowrunner.secrets import Secrets
 from flowrunner.state import OutboxRow, Store
+from flowrunner.wire import HttpRequest, HttpResponse
 
 JITTER = 0.2  # each wait is its schedule entry times a factor in [0.8, 1.2]
 LEASE_MARGIN = 5.0  # seconds a lease outlasts the longest possible attempt
@@ -161,7 +162,7 @@ class Deliverer:
     def __init__(
         self,
         store: Store,
-        client: HttpClient,
+        client: Client,
         project: Project,
         secrets: Secrets,
         *,

@@ -133,7 +133,8 @@ class Runner:
     """Executes a plan; ``on_complete=False`` skips pushes; ``dry_run`` sends nothing.
 
     ``concurrency`` sizes the connection pool; ``group_commit`` records execution ends
-    in shared transactions (for many concurrent executions).
+    in shared transactions (for many concurrent executions); ``transport`` names the
+    HTTP transport (see :mod:`flowrunner.net.choice`).
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class Runner:
         on_complete: bool = True,
         concurrency: int = 64,
         group_commit: bool = False,
+        transport: str | None = None,
     ) -> None:
         self.plan = plan
         self.project = plan.project.project
@@ -153,6 +155,7 @@ class Runner:
         self.push_to = plan.on_complete if on_complete else None
         self.concurrency = concurrency
         self.group_commit = group_commit
+        self.transport = transport
         self._stack = AsyncExitStack()
         self.store: Any = None
         self.client: Any = None
@@ -182,7 +185,7 @@ class Runner:
 
     async def _open_state(self) -> UserKeyStore:
         from flowrunner.delivery import Deliverer
-        from flowrunner.http import HttpClient
+        from flowrunner.net.choice import open_client
         from flowrunner.state import AsyncRecorder, Store
 
         self.store = Store.open(self.project.state)
@@ -190,7 +193,7 @@ class Runner:
         self.store.seed_user_keys(self.project.user_keys)
         self._stack.callback(self._prune)  # runs after everything opened below is closed
         self.client = await self._stack.enter_async_context(
-            HttpClient(self.project.http, limit=self.concurrency)
+            open_client(self.project.http, limit=self.concurrency, transport=self.transport)
         )
         self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
         if self.group_commit:
