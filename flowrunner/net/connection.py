@@ -83,17 +83,18 @@ def request_head(
 
 
 def _merged(headers: Mapping[str, str], agent: str) -> list[tuple[str, str]]:
-    """``User-Agent`` then the request's headers: a request header replaces an earlier one
-    of the same name in its place, names compared case-insensitively."""
+    """``User-Agent`` then the request's headers: a header replaces an earlier one of the
+    same name (compared case-insensitively) in its place."""
     out: list[tuple[str, str]] = [("User-Agent", agent)]
-    seen: set[str] = set()
+    where = {"user-agent": 0}
     for name, value in headers.items():
         lower = name.lower()
-        if lower not in seen and lower == "user-agent":
-            out[0] = (name, value)
-        else:
+        index = where.get(lower)
+        if index is None:
+            where[lower] = len(out)
             out.append((name, value))
-        seen.add(lower)
+        else:
+            out[index] = (name, value)
     return out
 
 

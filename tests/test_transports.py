@@ -1,0 +1,311 @@
+"""Both HTTP transports against raw TCP servers on 127.0.0.1: the bytes they write, and
+how they read answers that are compressed, chunked, interim, unframed or hostile."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from flowrunner.model import HttpPolicy
+from flowrunner.net.choice import TRANSPORTS, open_client, transport_name
+from flowrunner.wire import MAX_BODY, HttpRequest, HttpResponse
+
+LOCAL = HttpPolicy(allow_http=True, allowlist=("127.0.0.1",))
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request, head and body (by its Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 running ``handler`` for each connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+
+def answering(*replies: bytes) -> Handler:
+    """A handler that reads a request and writes the next reply, then hangs up."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for reply in replies:
+            await read_request(reader)
+            writer.write(reply)
+            await writer.drain()
+
+    return handler
+
+
+async def send(url: str, transport: str, **kwargs: object) -> HttpResponse:
+    async with open_client(LOCAL, transport=transport) as client:
+        method = str(kwargs.pop("method", "GET"))
+        return await client.send(HttpRequest(method=method, url=url, **kwargs))  # type: ignore[arg-type]
+
+
+def response(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
+
+
+# the choice
+
+
+def test_the_choice(monkeypatch):
+    monkeypatch.delenv("FLOWRUNNER_TRANSPORT", raising=False)
+    assert transport_name() == "fast"  # httptools is a dependency
+    assert transport_name("aiohttp") == "aiohttp"
+    monkeypatch.setenv("FLOWRUNNER_TRANSPORT", "AIOHTTP")
+    assert transport_name() == "aiohttp"
+    assert transport_name("fast") == "fast"  # the option wins over the environment
+    monkeypatch.setenv("FLOWRUNNER_TRANSPORT", "curl")
+    with pytest.raises(ValueError, match="unknown HTTP transport 'FLOWRUNNER_TRANSPORT=curl'"):
+        transport_name()
+
+
+# the wire: both transports write the same bytes
+
+WIRE_CASES = [
+    ("GET", None, {}),
+    ("POST", b'{"a": 1}', {"Content-Type": "application/json", "Idempotency-Key": "e:s"}),
+    ("POST", None, {}),
+    ("DELETE", None, {"Authorization": "Bearer t"}),
+    ("PUT", b"x", {"user-agent": "custom/1", "accept": "text/plain"}),
+    ("GET", None, {"Host": "example.com"}),
+    ("patch", b"", {"X-Name": "Zoë"}),
+    ("GET", None, {"Accept-Encoding": "identity"}),
+    ("GET", b"abc", {"content-type": "text/plain", "X-Dup": "1", "x-dup": "2"}),
+]
+
+
+async def test_both_transports_write_the_same_bytes():
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(response(b"ok", "Content-Length: 2"))
+            await writer.drain()
+
+    wire: dict[str, list[bytes]] = {}
+    async with RawServer(record) as server:
+        url = server.url + "/p/a th?q=1&r=é#fragment"
+        for transport in TRANSPORTS:
+            seen.clear()
+            async with open_client(LOCAL, transport=transport) as client:
+                for method, body, headers in WIRE_CASES:
+                    request = HttpRequest(method=method, url=url, headers=headers, body=body)
+                    assert (await client.send(request)).status == 200
+            wire[transport] = list(seen)
+    assert len(wire["fast"]) == len(WIRE_CASES)
+    assert wire["fast"] == wire["aiohttp"]
+    assert wire["fast"][0].startswith(b"GET /p/a%20th?q=1&r=%C3%A9 HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+# answers
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("encoding", "packed"),
+    [("gzip", gzip.compress(b"hello " * 1000)), ("deflate", zlib.compress(b"hello " * 1000))],
+)
+async def test_compressed_answers_are_decoded(transport, encoding, packed):
+    reply = response(packed, f"Content-Encoding: {encoding}", f"Content-Length: {len(packed)}")
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", transport)
+    assert (answer.status, answer.body) == (200, b"hello " * 1000)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_compression_bomb_is_cut_at_the_limit(transport):
+    packed = gzip.compress(b"\0" * (8 * MAX_BODY))  # 8 MiB that travel as about 8 KiB
+    assert len(packed) < MAX_BODY // 64
+    reply = response(packed, "Content-Encoding: gzip", f"Content-Length: {len(packed)}")
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", transport)
+    assert (answer.status, answer.failure, answer.body) == (200, "too_large", None)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_compressed_body_of_exactly_the_limit_is_fine(transport):
+    packed = gzip.compress(b"a" * MAX_BODY)
+    reply = response(packed, "Content-Encoding: gzip", f"Content-Length: {len(packed)}")
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", transport)
+    assert answer.failure is None and answer.body == b"a" * MAX_BODY
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_damaged_compressed_body_is_a_failure(transport):
+    packed = b"\x1f\x8b\x08\x00garbage-not-gzip"
+    reply = response(packed, "Content-Encoding: gzip", f"Content-Length: {len(packed)}")
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", transport)
+    assert (answer.status, answer.failure) == (None, "connection")
+    assert answer.message == "response body could not be read"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_chunked_answer(transport):
+    chunks = b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n"
+    reply = response(chunks, "Transfer-Encoding: chunked", "X-Seen: yes")
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", transport)
+    assert (answer.status, answer.body) == (200, b"hello world")
+    assert answer.headers["x-seen"] == "yes"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_interim_answer_is_skipped(transport):
+    final = response(b"{}", "Content-Length: 2", status="201 Created")
+    reply = b"HTTP/1.1 100 Continue\r\n\r\n" + final
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", transport, method="POST", body=b"x")
+    assert (answer.status, answer.body) == (201, b"{}")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_answer_without_length_ends_with_the_connection(transport):
+    async with RawServer(answering(response(b"until the end", "Connection: close"))) as server:
+        answer = await send(server.url + "/", transport)
+    assert (answer.status, answer.body) == (200, b"until the end")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_unframed_answer_over_the_limit_is_cut(transport):
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(response(b"", "Connection: close"))
+        for _ in range(64):  # 4 MiB, never announced
+            writer.write(b"x" * 65536)
+            await writer.drain()
+
+    async with RawServer(flood) as server:
+        answer = await send(server.url + "/", transport)
+    assert (answer.status, answer.failure) == (200, "too_large")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    "head",
+    [
+        "X-Long: " + "a" * 70_000,  # one header far over any sane size
+        "\r\n".join(f"X-{i}: v" for i in range(5000)),  # a flood of headers
+    ],
+)
+async def test_an_oversized_head_is_refused(transport, head):
+    reply = response(b"ok", head, "Content-Length: 2")
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", transport)
+    assert (answer.status, answer.failure) == (None, "connection")
+    assert answer.message == "invalid HTTP response"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_endless_head_ends_at_the_deadline_or_the_limit(transport):
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            writer.write(f"X-{i}: {'v' * 100}\r\n".encode())
+            await writer.drain()
+
+    async with RawServer(endless) as server:
+        answer = await send(server.url + "/", transport, timeout=5)
+    assert answer.status is None and answer.failure in ("connection", "timeout")
+
+
+# the pool
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_connection_the_server_closed_is_not_reused(transport):
+    async with RawServer(answering(response(b"1", "Content-Length: 1"))) as server:
+        async with open_client(LOCAL, transport=transport) as client:
+            request = HttpRequest(method="GET", url=server.url + "/")
+            first = await client.send(request)
+            await asyncio.sleep(0.1)  # the server hung up after one answer
+            second = await client.send(request)
+    assert (first.status, second.status) == (200, 200)
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_keep_alive_and_the_limit_on_connections(transport):
+    busy = 0
+    most = 0
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal busy, most
+        while True:
+            await read_request(reader)
+            busy += 1
+            most = max(most, busy)
+            await asyncio.sleep(0.02)
+            busy -= 1
+            writer.write(response(b"ok", "Content-Length: 2"))
+            await writer.drain()
+
+    async with RawServer(slow) as server:
+        async with open_client(LOCAL, limit=3, transport=transport) as client:
+            request = HttpRequest(method="POST", url=server.url + "/", body=b"x")
+            answers = await asyncio.gather(*(client.send(request) for _ in range(30)))
+    assert [a.status for a in answers] == [200] * 30
+    assert most <= 3 and server.connections == 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_cancelled_send_leaves_the_client_usable(transport):
+    async def stall_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if server.connections == 1:
+            await asyncio.sleep(10)
+        writer.write(response(b"ok", "Content-Length: 2"))
+        await writer.drain()
+
+    async with RawServer(stall_once) as server:
+        async with open_client(LOCAL, limit=1, transport=transport) as client:
+            request = HttpRequest(method="GET", url=server.url + "/")
+            task = asyncio.create_task(client.send(request))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            answer = await client.send(request)
+    assert answer.status == 200
