@@ -81,23 +81,23 @@ class CachedUserKeys:
 
 class PushBatcher:
     """Sends pushes asked for in the same pass of the event loop with one
-    :meth:`~flowrunner.delivery.Deliverer.send_now`: one lease transaction for the lot.
+    :meth:`~flowrunner.delivery.Deliverer.send_leased`: one transaction marks the lot.
 
     A group commit wakes all its executions in one pass, so their pushes go together.
     """
 
     def __init__(self, deliverer: Any) -> None:
         self._deliverer = deliverer
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, push_id: str) -> dict[str, Any]:
-        """One attempt at push ``push_id``; its on-complete status afterwards."""
+    async def send(self, push: Any) -> dict[str, Any]:
+        """One attempt at ``push`` (a recorded, leased NewPush); its on-complete status."""
         loop = asyncio.get_running_loop()
         if not self._waiting:
             loop.call_soon(self._flush)
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._waiting[push_id] = future
+        self._waiting[push.id] = (push, future)
         return await future
 
     async def aclose(self) -> None:
@@ -112,19 +112,19 @@ class PushBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
+    async def _send(self, batch: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]]) -> None:
         try:
-            status = await self._deliverer.send_now(list(batch))
+            status = await self._deliverer.send_leased([push for push, _ in batch.values()])
         except asyncio.CancelledError:
-            for future in batch.values():
+            for _, future in batch.values():
                 future.cancel()
             raise
         except Exception as exc:
-            for future in batch.values():
+            for _, future in batch.values():
                 if not future.done():
                     future.set_exception(exc)
             return
-        for push_id, future in batch.items():
+        for push_id, (_, future) in batch.items():
             if not future.done():
                 future.set_result(status[push_id])
 
@@ -257,8 +257,8 @@ class Runner:
 
     async def _send(self, push: Any) -> dict[str, Any]:
         if self.pushes is not None:
-            return await self.pushes.send(push.id)
-        status: dict[str, dict[str, Any]] = await self.deliverer.send_now([push.id])
+            return await self.pushes.send(push)
+        status: dict[str, dict[str, Any]] = await self.deliverer.send_leased([push])
         return status[push.id]
 
     def _push(self, record: ExecutionRecord) -> Any:
@@ -280,7 +280,10 @@ class Runner:
                 "attempts": 0, "last_error": f"the push could not be built: {exc}",
             }  # fmt: skip
             return None
+        lease_owner, lease_until = self.deliverer.lease_for_now()
         return NewPush(
+            lease_owner=lease_owner,
+            lease_until=lease_until,
             id=webhook_id,
             execution_id=record.execution_id,
             webhook=target.webhook.name,

@@ -31,6 +31,9 @@ class NewPush:
     headers: dict[str, str]
     payload: bytes
     created_at: float
+    # a sender about to attempt the push at once records it already leased to itself
+    lease_owner: str | None = None
+    lease_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,4 +162,6 @@ def _push_row(push: NewPush) -> tuple[Any, ...]:
         push.payload,
         push.created_at,
         push.created_at,
+        push.lease_owner,
+        push.lease_until,
     )
