@@ -166,10 +166,19 @@ def run_child(args: list[str], cwd: Path) -> tuple[int, str, float, int]:
     return run_child_cpu(args, cwd)[:4]  # type: ignore[return-value]
 
 
-def run_child_cpu(args: list[str], cwd: Path) -> tuple[int, str, float, int, float]:
-    """:func:`run_child`, and the child's CPU seconds (user + system)."""
+def run_child_cpu(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, float, int, float]:
+    """:func:`run_child`, and the child's CPU seconds (user + system); ``env`` is added
+    to the environment."""
     started = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -188,12 +197,14 @@ def batch_rate(root: Path, events: Path, *extra: str) -> tuple[float, int]:
     return rate, rss
 
 
-def batch_run(root: Path, events: Path, *extra: str) -> tuple[float, int, float]:
+def batch_run(
+    root: Path, events: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[float, int, float]:
     """Executions/s (its own clock: reading to last record), peak RSS in KiB and the
     CPU seconds (user + system) of one ``run --events`` process."""
     shutil.rmtree(root / ".flowrunner", ignore_errors=True)
     args = ["http", "--events", str(events), "--output", os.devnull]
-    code, err, _, rss, cpu = run_child_cpu(flowrunner(root, *args, *extra), root)
+    code, err, _, rss, cpu = run_child_cpu(flowrunner(root, *args, *extra), root, env)
     match = re.search(r"; ([\d,]+)/s", err)
     if code != 0 or match is None:
         raise SystemExit(f"flowrunner run --events failed ({code}):\n{err}")
@@ -268,7 +279,7 @@ class Row:
     goal: str = ""
 
 
-TRANSPORTS = ("aiohttp", "fast")
+TRANSPORTS = ["aiohttp", "fast"]  # --transports changes it
 CASES = {  # name: (the events file's size as a fraction of the count, extra options)
     f"c={CONCURRENCY}, on-complete off": (1, ("--no-on-complete",)),
     f"c={CONCURRENCY}, on-complete on": (1, ()),
@@ -276,11 +287,16 @@ CASES = {  # name: (the events file's size as a fraction of the count, extra opt
 }
 
 
-def cpu_per_execution(root: Path, events: Path, count: int, *extra: str) -> tuple[float, float]:
-    """(executions/s, CPU µs per execution) of one batch; the CPU of the same command
-    on an empty events file (start-up, loading, closing) is taken off first."""
-    _, _, idle = batch_run(root, events_file(root, 0), *extra)
-    rate, _, cpu = batch_run(root, events, *extra)
+def cpu_per_execution(
+    root: Path, events: Path, count: int, transport: str, *extra: str
+) -> tuple[float, float]:
+    """(executions/s, CPU µs per execution) of one batch over ``transport`` (chosen by
+    the environment variable, which older versions ignore: they always use aiohttp);
+    the CPU of the same command on an empty events file (start-up, loading, closing)
+    is taken off first."""
+    env = {"FLOWRUNNER_TRANSPORT": transport}
+    _, _, idle = batch_run(root, events_file(root, 0), *extra, env=env)
+    rate, _, cpu = batch_run(root, events, *extra, env=env)
     return rate, max(cpu - idle, 0.0) / count * 1e6
 
 
@@ -301,8 +317,7 @@ def throughput(root: Path, port: int, count: int, reps: int) -> list[Row]:
         for transport in TRANSPORTS:
             for case, (share, extra) in CASES.items():
                 n = count // share
-                options = (*extra, "--transport", transport)
-                got = cpu_per_execution(root, events_file(root, n), n, *options)
+                got = cpu_per_execution(root, events_file(root, n), n, transport, *extra)
                 runs.setdefault((transport, case), []).append(got)
         events = events_file(root, count)
         workers.append(batch_rate(root, events, "--no-on-complete", "--workers", "2")[0])
@@ -478,7 +493,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="flowrunner benchmarks")
     parser.add_argument("--quick", action="store_true", help="a few minutes")
     parser.add_argument("--throughput", action="store_true", help="the throughput rows only")
+    parser.add_argument(
+        "--transports", default="aiohttp,fast", help="comma-separated (default: aiohttp,fast)"
+    )
     args = parser.parse_args()
+    TRANSPORTS[:] = args.transports.split(",")
     quick = args.quick
     started = time.perf_counter()
     info = machine()
