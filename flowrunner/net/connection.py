@@ -162,6 +162,10 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def eof_received(self) -> bool | None:
+        self.reusable = False  # the server hung up: never hand this connection out again
+        return None  # let the transport close; connection_lost settles a waiting answer
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         if self._waiter is None or self._waiter.done():

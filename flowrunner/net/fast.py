@@ -189,7 +189,9 @@ class FastClient:
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
-            if connection.reusable and now - connection.idle_since < KEEPALIVE:
+            transport = connection.transport
+            fresh = now - connection.idle_since < KEEPALIVE
+            if connection.reusable and fresh and transport and not transport.is_closing():
                 return connection
             connection.close()
         return None
