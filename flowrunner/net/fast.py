@@ -23,6 +23,7 @@ import socket
 import ssl
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -37,14 +38,24 @@ from flowrunner.net.connection import (
     describe_os_error,
     request_head,
 )
-from flowrunner.wire import MAX_BODY, USER_AGENT, HttpRequest, HttpResponse
+from flowrunner.wire import MAX_BODY, USER_AGENT, FailureKind, HttpRequest, HttpResponse
 
 DNS_TTL = 10.0  # seconds an allowed DNS answer is reused
 KEEPALIVE = 15.0  # seconds an idle connection is kept
-_CACHE_SIZE = 1024  # distinct (scheme, host) verdicts or DNS answers kept before starting over
+_CACHE_SIZE = 1024  # distinct URLs or DNS answers kept before starting over
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Key = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A URL the policy lets through to resolution: its pool key, the request target
+    (path and query) and the ``Host`` header."""
+
+    key: Key
+    path: str
+    host: str
 
 
 class _Refused(Exception):
@@ -61,7 +72,7 @@ class FastClient:
         self.policy = policy
         self.limit = max(1, limit)
         self._egress = EgressPolicy(policy)
-        self._targets: dict[tuple[str, str | None], str | None] = {}
+        self._urls: dict[str, _Target | tuple[FailureKind, str]] = {}
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._idle: dict[Key, list[Connection]] = {}
         self._idle_count = 0
@@ -89,17 +100,12 @@ class FastClient:
         start = time.perf_counter()
         if not self.policy.enabled:
             return _failure("disabled", "HTTP is disabled (http.enabled: false)", start)
-        try:
-            url = URL(request.url)
-            port = url.port
-        except (ValueError, TypeError):
-            return _failure("connection", "invalid URL", start)
-        refusal = self._check_target(url)
-        if refusal is not None:
-            return _failure("refused", refusal, start)
+        target = self._target(request.url)
+        if not isinstance(target, _Target):
+            return _failure(target[0], target[1], start)
         try:
             async with asyncio.timeout(max(request.timeout, 0.001)):
-                status, headers, body = await self._exchange(url, port, request)
+                status, headers, body = await self._exchange(target, request)
         except TimeoutError:
             return _failure("timeout", f"no answer within {request.timeout:g} s", start)
         except _Refused as exc:
@@ -120,28 +126,37 @@ class FastClient:
             )  # fmt: skip
         return HttpResponse(status=status, body=body, headers=view, duration=duration)
 
-    def _check_target(self, url: URL) -> str | None:
-        """The egress verdict on the URL before resolution, cached per scheme and host."""
-        if url.raw_user is not None or url.raw_password is not None:
-            return self._egress.check_target(url.scheme, url.raw_host, userinfo=True)
-        key = (url.scheme, url.raw_host)
-        verdict = self._targets.get(key, "")
-        if verdict != "":
-            return verdict
-        if len(self._targets) >= _CACHE_SIZE:
-            self._targets.clear()
-        verdict = self._targets[key] = self._egress.check_target(*key, userinfo=False)
-        return verdict
-
-    async def _exchange(self, url: URL, port: int | None, request: HttpRequest) -> Answer:
+    def _target(self, text: str) -> _Target | tuple[FailureKind, str]:
+        """Where the URL ``text`` leads, or the failure (kind, message) of sending to it:
+        the URL is parsed and judged (before resolution) once, then cached."""
+        found = self._urls.get(text)
+        if found is not None:
+            return found
+        try:
+            url = URL(text)
+            port = url.port
+        except (ValueError, TypeError):
+            return ("connection", "invalid URL")
+        userinfo = url.raw_user is not None or url.raw_password is not None
         host = url.raw_host
-        assert host is not None  # _check_target refused a URL without one
+        refusal = self._egress.check_target(url.scheme, host, userinfo=userinfo)
+        result: _Target | tuple[FailureKind, str]
+        if refusal is not None or host is None:
+            result = ("refused", refusal or "the URL has no host")
+        else:
+            key = (url.scheme, host, port or _DEFAULT_PORTS[url.scheme])
+            result = _Target(key, url.raw_path_qs, url.host_port_subcomponent or host)
+        if len(self._urls) >= _CACHE_SIZE:
+            self._urls.clear()
+        self._urls[text] = result
+        return result
+
+    async def _exchange(self, target: _Target, request: HttpRequest) -> Answer:
         body = request.body
         head, close = request_head(
-            request.method, url.raw_path_qs, url.host_port_subcomponent or host,
-            request.headers, body, USER_AGENT,
-        )  # fmt: skip
-        key = (url.scheme, host, port or _DEFAULT_PORTS[url.scheme])
+            request.method, target.path, target.host, request.headers, body, USER_AGENT
+        )
+        key = target.key
         await self._take_slot()
         try:
             connection = self._pooled(key) or await self._connect(key)
@@ -271,14 +286,14 @@ def _connect_error(exc: Exception | None) -> str:
     return "cannot connect"
 
 
-def _failure(kind: str, message: str, start: float) -> HttpResponse:
+def _failure(kind: FailureKind, message: str, start: float) -> HttpResponse:
     duration = time.perf_counter() - start
     return HttpResponse(
         status=None,
         body=None,
         headers=_NO_HEADERS,
         duration=duration,
-        failure=kind,  # type: ignore[arg-type]
+        failure=kind,
         message=message,
     )
 
