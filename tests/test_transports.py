@@ -309,3 +309,91 @@ async def test_a_cancelled_send_leaves_the_client_usable(transport):
                 await task
             answer = await client.send(request)
     assert answer.status == 200
+
+
+# the command line
+
+
+FLOW = """\
+flow: call
+steps:
+  - id: call
+    webhook: sink
+    method: m
+"""
+
+
+def sink_project(root, url: str):
+    from conftest import write_project
+
+    hooks = {"sink": {"url": url, "timeout": 5, "methods": {"m": {}}}}
+    return write_project(root, hooks, {"call": FLOW})
+
+
+@pytest.fixture
+def senders(monkeypatch) -> list[str]:
+    """The name of the transport class of every send, in order (each send still runs)."""
+    from flowrunner.http import HttpClient
+    from flowrunner.net.fast import FastClient
+
+    seen: list[str] = []
+    for cls in (HttpClient, FastClient):
+        real = cls.send
+
+        async def send(self, request, real=real):
+            seen.append(type(self).__name__)
+            return await real(self, request)
+
+        monkeypatch.setattr(cls, "send", send)
+    return seen
+
+
+@pytest.mark.parametrize(("how", "expected"), [
+    (["--transport", "aiohttp"], "HttpClient"), (["--transport", "fast"], "FastClient"),
+    ([], "FastClient"),
+])  # fmt: skip
+async def test_run_sends_over_the_chosen_transport(tmp_path, receiver, senders, how, expected):
+    from conftest import invoke_async
+
+    sink_project(tmp_path, receiver.at("/hook"))
+    result = await invoke_async(tmp_path, "run", "call", *how, env={"FLOWRUNNER_TRANSPORT": ""})
+    assert result.exit_code == 0, result.output
+    assert senders == [expected] and len(receiver.hits("/hook")) == 1
+
+
+@pytest.mark.parametrize(("name", "expected"), [("aiohttp", "HttpClient"), ("fast", "FastClient")])
+async def test_the_environment_variable_chooses(tmp_path, receiver, senders, name, expected):
+    from conftest import invoke_async
+
+    sink_project(tmp_path, receiver.at("/hook"))
+    check = await invoke_async(
+        tmp_path, "webhooks", "check", "sink", env={"FLOWRUNNER_TRANSPORT": name}
+    )
+    run = await invoke_async(tmp_path, "run", "call", env={"FLOWRUNNER_TRANSPORT": name})
+    assert (check.exit_code, run.exit_code) == (0, 0), check.output + run.output
+    assert senders == [expected, expected]
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--transport", "curl"], {}), ([], {"FLOWRUNNER_TRANSPORT": "curl"})],
+)
+def test_an_unknown_transport_is_a_usage_error(tmp_path, args, env):
+    from conftest import invoke
+
+    sink_project(tmp_path, "http://127.0.0.1:9/hook")
+    for command in (["run", "call"], ["deliveries", "drain"], ["webhooks", "check", "sink"]):
+        result = invoke(tmp_path, *command, *args, env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert "Invalid value for '--transport'" in result.output
+        assert "'curl' is not one of 'fast', 'aiohttp'" in result.output
+
+
+def test_worker_processes_get_the_chosen_transport(tmp_path):
+    from flowrunner.commands import _worker_commands
+
+    commands = _worker_commands(tmp_path, "call", [2, 2], None, False, True, False, "aiohttp")
+    assert all(c[-4:-2] == ["--transport", "aiohttp"] for c in commands)
+    assert all("--transport" not in c for c in _worker_commands(
+        tmp_path, "call", [2, 2], None, False, True, False, None
+    ))  # fmt: skip
