@@ -397,3 +397,65 @@ def test_worker_processes_get_the_chosen_transport(tmp_path):
     assert all("--transport" not in c for c in _worker_commands(
         tmp_path, "call", [2, 2], None, False, True, False, None
     ))  # fmt: skip
+
+
+# TLS: verified, against the URL's host name
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A self-signed certificate for tls.example.test (and 127.0.0.1), and its key."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=tls.example.test",
+         "-addext", "subjectAltName=DNS:tls.example.test,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize(("name", "outcome"), [("tls.example.test", 200), ("other.test", None)])
+async def test_fast_tls_is_verified_against_the_urls_host(tls_files, monkeypatch, name, outcome):
+    import socket
+    import ssl
+
+    cert, key = tls_files
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted as a CA by the default context
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1", *a, **k))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+            writer.write(response(b"ok", "Content-Length: 2"))
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    policy = HttpPolicy(allowlist=("127.0.0.1",))
+    try:
+        async with open_client(policy, transport="fast") as client:
+            answer = await client.send(HttpRequest(method="GET", url=f"https://{name}:{port}/"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answer.status == outcome
+    if outcome is None:
+        assert answer.failure == "connection"
+        assert answer.message == (
+            "TLS certificate verify failed "
+            "(Hostname mismatch, certificate is not valid for 'other.test'.)"
+        )
