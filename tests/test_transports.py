@@ -459,3 +459,21 @@ async def test_fast_tls_is_verified_against_the_urls_host(tls_files, monkeypatch
             "TLS certificate verify failed "
             "(Hostname mismatch, certificate is not valid for 'other.test'.)"
         )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_deadline_covers_waiting_for_a_connection(transport):
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(1.5)
+        writer.write(response(b"ok", "Content-Length: 2"))
+        await writer.drain()
+
+    async with RawServer(slow) as server:
+        async with open_client(LOCAL, limit=1, transport=transport) as client:
+            first = client.send(HttpRequest(method="GET", url=server.url + "/", timeout=5))
+            second = client.send(HttpRequest(method="GET", url=server.url + "/", timeout=0.3))
+            answers = await asyncio.gather(first, second)
+    assert answers[0].status == 200
+    assert (answers[1].failure, answers[1].message) == ("timeout", "no answer within 0.3 s")
+    assert answers[1].duration < 1.4

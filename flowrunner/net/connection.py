@@ -127,6 +127,7 @@ class Connection(asyncio.Protocol):
         self.reusable = False
         self.idle_since = 0.0
         self._waiter: asyncio.Future[Answer] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -141,11 +142,14 @@ class Connection(asyncio.Protocol):
         self._size = 0
         self._decoder: _Decoder | None = None
 
-    def exchange(self, data: bytes) -> asyncio.Future[Answer]:
-        """Write one request (head and body); the future holds the answer or an
-        :class:`ExchangeError`."""
+    def exchange(self, data: bytes, deadline: float) -> asyncio.Future[Answer]:
+        """Write one request (head and body); the future holds the answer, or an
+        :class:`ExchangeError`, or TimeoutError once the loop's clock passes
+        ``deadline`` (a timer on the future: cheaper than cancelling the caller)."""
         assert self.transport is not None
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self._timer = loop.call_at(deadline, self._expire)
         self.reusable = False
         self._reset()
         self.transport.write(data)
@@ -154,8 +158,17 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         """Close the connection at once, without waiting for anything."""
         self.reusable = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.abort()
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(TimeoutError())
+            self.close()
 
     # asyncio.Protocol
 
@@ -259,6 +272,9 @@ class Connection(asyncio.Protocol):
     def _answer(self, body: bytes | None) -> None:
         assert self._waiter is not None
         self._waiter.set_result((self._status, self._headers, body))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if body is None:  # too large: do not read the rest
             self.close()
 

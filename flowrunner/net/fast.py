@@ -103,9 +103,9 @@ class FastClient:
         target = self._target(request.url)
         if not isinstance(target, _Target):
             return _failure(target[0], target[1], start)
+        deadline = asyncio.get_running_loop().time() + max(request.timeout, 0.001)
         try:
-            async with asyncio.timeout(max(request.timeout, 0.001)):
-                status, headers, body = await self._exchange(target, request)
+            status, headers, body = await self._exchange(target, request, deadline)
         except TimeoutError:
             return _failure("timeout", f"no answer within {request.timeout:g} s", start)
         except _Refused as exc:
@@ -151,18 +151,26 @@ class FastClient:
         self._urls[text] = result
         return result
 
-    async def _exchange(self, target: _Target, request: HttpRequest) -> Answer:
+    async def _exchange(self, target: _Target, request: HttpRequest, deadline: float) -> Answer:
+        """The answer; raises TimeoutError once the loop's clock passes ``deadline``."""
         body = request.body
         head, close = request_head(
             request.method, target.path, target.host, request.headers, body, USER_AGENT
         )
         key = target.key
-        await self._take_slot()
+        if self._busy < self.limit and not self._queue:
+            self._busy += 1  # a free slot at once: no waiting to put a deadline on
+        else:
+            async with asyncio.timeout_at(deadline):
+                await self._take_slot()
         try:
-            connection = self._pooled(key) or await self._connect(key)
+            connection = self._pooled(key)
+            if connection is None:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._connect(key)
             answered = False
             try:
-                answer = await connection.exchange(head + body if body else head)
+                answer = await connection.exchange(head + body if body else head, deadline)
                 answered = True
             finally:
                 if answered and connection.reusable and not close:
@@ -176,9 +184,6 @@ class FastClient:
     # the pool
 
     async def _take_slot(self) -> None:
-        if self._busy < self.limit and not self._queue:
-            self._busy += 1
-            return
         waiter = asyncio.get_running_loop().create_future()
         self._queue.append(waiter)
         try:
