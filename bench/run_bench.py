@@ -1,13 +1,15 @@
 """flowrunner benchmarks: every figure beside a baseline measured in the same run.
 
-    python bench/run_bench.py --quick     # about a minute
-    python bench/run_bench.py             # the full set, a few minutes
+    python bench/run_bench.py --quick     # a few minutes
+    python bench/run_bench.py             # the full set, longer
+    python bench/run_bench.py --quick --throughput --transports fast
 
 What it measures (bench/README.md says why and how to read it):
 
-* HTTP throughput: a plain aiohttp client (the baseline) and ``flowrunner run --events``
-  through the real CLI, on-complete off then on, against one loopback sink
-  (bench/sink.py, a separate process), concurrency 64 for both.
+* HTTP throughput: a plain aiohttp client (the baseline, at concurrency 64 and 1) and
+  ``flowrunner run --events`` through the real CLI over each transport: concurrency 64
+  with on-complete off then on, and one execution at a time, against one loopback sink
+  (bench/sink.py, a separate process); the CPU time per execution beside each rate.
 * Operation-only executions in process (Engine, no HTTP) against plain Python doing the
   same dict work.
 * Peak RSS of a 10,000- and a 100,000-event batch, and their ratio.
