@@ -477,3 +477,21 @@ async def test_the_deadline_covers_waiting_for_a_connection(transport):
     assert answers[0].status == 200
     assert (answers[1].failure, answers[1].message) == ("timeout", "no answer within 0.3 s")
     assert answers[1].duration < 1.4
+
+
+BAD_URLS = [
+    "", "not a url", "http://", "http://[::1", "http://127.0.0.1:99999/", "ftp://127.0.0.1/",
+    "http://u:p@127.0.0.1/", "//127.0.0.1/x", "http://127.0.0.1:0/", "http://%00/",
+    "http://0x7f000001/", "https://[fe80::1%25eth0]/",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+async def test_both_transports_turn_bad_urls_into_the_same_failure(url):
+    outcomes = []
+    for transport in TRANSPORTS:
+        async with open_client(LOCAL, transport=transport) as client:
+            answer = await client.send(HttpRequest(method="GET", url=url, timeout=2))
+        assert answer.status is None and answer.failure is not None, (transport, answer)
+        outcomes.append((answer.failure, answer.message))
+    assert outcomes[0] == outcomes[1]
