@@ -192,3 +192,11 @@ def invoke(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
 async def invoke_async(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
     """:func:`invoke` off the event loop that serves the test's receiver."""
     return await asyncio.to_thread(invoke, root, *args, env=env)
+
+
+@pytest.fixture(params=["fast", "aiohttp"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each HTTP transport in turn: ``FLOWRUNNER_TRANSPORT`` is set for the test, so the
+    command line, ``Runner`` and ``open_client`` all use it."""
+    monkeypatch.setenv("FLOWRUNNER_TRANSPORT", request.param)
+    return str(request.param)

@@ -10,12 +10,13 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from flowrunner import __version__
 from flowrunner.cli.authoring import graph_command, init_command, test_command
-from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded
+from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded, transport_option
 from flowrunner.cli.report import FORMATS
 from flowrunner.cli.serve import serve as serve_command
 
@@ -219,6 +220,7 @@ def _check_batch_options(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append this run to a test file as a case (answers as mocks, outcome as expect).",
 )
+@transport_option
 @click.pass_obj
 @guarded
 def run(
@@ -237,6 +239,7 @@ def run(
     workers: str,
     worker: bool,
     record_to: Path | None,
+    transport: str | None,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
 
@@ -246,7 +249,12 @@ def run(
     """
     from flowrunner.cli.run import run_batch, run_once
 
-    common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
+    common: dict[str, Any] = {
+        "project": state.project,
+        "flow": flow,
+        "secrets_file": secrets_file,
+        "transport": transport,
+    }
     _check_batch_options(events, calls + keys + user_keys, as_json, output, workers)
     if record_to is not None and (events is not None or dry_run):
         from flowrunner.errors import UsageError
@@ -272,9 +280,7 @@ def run(
     }
     sys.exit(
         run_once(
-            project=state.project,
-            flow=flow,
-            secrets_file=secrets_file,
+            **common,
             dry_run=dry_run,
             on_complete=not no_on_complete,
             inputs=inputs,
@@ -285,14 +291,15 @@ def run(
 
 
 @main.command()
+@transport_option
 @guarded
-def demo() -> None:
+def demo(transport: str | None) -> None:
     """Run the example flows against an embedded local receiver (no setup needed)."""
     import asyncio
 
     from flowrunner.cli.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo()))
+    sys.exit(asyncio.run(run_demo(transport=transport)))
 
 
 @main.group()
@@ -313,13 +320,16 @@ def webhooks_list(state: State) -> None:
 @webhooks.command("check")
 @click.argument("name")
 @click.option("--secrets-file", type=click.Path(dir_okay=False, path_type=Path))
+@transport_option
 @click.pass_obj
 @guarded
-def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
+def webhooks_check(
+    state: State, name: str, secrets_file: Path | None, transport: str | None
+) -> None:
     """Is the webhook's URL reachable, and is its auth accepted? (exit 0 yes, 1 no)"""
     from flowrunner.cli.webhooks import check_webhook
 
-    ok, message = check_webhook(state.project, name, secrets_file)
+    ok, message = check_webhook(state.project, name, secrets_file, transport)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
 
