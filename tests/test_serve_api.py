@@ -281,6 +281,33 @@ async def test_a_key_still_being_recorded_is_409(api: Running) -> None:
     assert (await first).status == 202
 
 
+async def test_keys_are_kept_across_restarts_and_forgotten_after_a_day(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    running = await start(root)
+    key = {"Idempotency-Key": "keep-me"}
+    first = await running.post("hello", {"calls": [{}]}, **key)
+    old = await running.post("hello", {"calls": [{}]}, **{"Idempotency-Key": "old"})
+    await stop(running)
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:  # make "old" two days old
+        conn.execute(
+            "UPDATE idempotency_keys SET created_at = created_at - 172800 WHERE key = 'old'"
+        )
+    conn.close()
+    running = await start(root)
+    try:
+        again = await running.post("hello", {"calls": [{}]}, **key)
+        assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+        assert await again.text() == await first.text()
+        renewed = await running.post("hello", {"calls": [{}]}, **{"Idempotency-Key": "old"})
+        assert renewed.status == 202 and "Idempotent-Replayed" not in renewed.headers
+        assert await renewed.text() != await old.text()
+    finally:
+        await stop(running)
+
+
 async def test_a_bad_idempotency_key_is_400(api: Running) -> None:
     resp = await api.post("hello", {"calls": [{}]}, **{"Idempotency-Key": "x" * 300})
     assert_problem(resp, 400)
