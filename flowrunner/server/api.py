@@ -17,6 +17,7 @@ from flowrunner.server.metrics import Gauge, Metrics
 from flowrunner.server.openapi import document
 from flowrunner.server.problems import Problem
 from flowrunner.server.storeio import StoreWriter
+from flowrunner.state import iso
 
 MAX_RETRY_AFTER = 60  # seconds
 WAITING_TTL = 0.05  # seconds a count of the waiting executions is used for
@@ -181,8 +182,6 @@ class Api:
             state = states.get(entry["execution_id"])
             status = state["status"] if state is not None else "UNKNOWN"
             executions.append({**entry, "status": status})
-        from flowrunner.state import iso
-
         return app.json_response(
             {"request-id": request_id, "flow": flow, "created_at": iso(created),
              "executions": executions}
