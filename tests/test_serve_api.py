@@ -337,11 +337,15 @@ async def test_backlog_full_is_429_with_retry_after_and_stopping_is_503(
         # one at a time until the backlog is full: 3 wait (QUEUED); with one slot, the
         # executor may also hold one more claimed ahead (RUNNING), so 3 or 4 are taken
         accepted = 0
+        last = ""
         while (full := await running.post("lookup", {"calls": [{}]})).status == 202:
             accepted += 1
+            last = json.loads(await full.text())["executions"][0]["execution_id"]
             assert accepted <= 4
             await asyncio.sleep(0.05)
         assert accepted >= 3
+        status, waiting, _ = await running.get(f"/v1/executions/{last}")
+        assert status == 200 and waiting["status"] == "QUEUED" and waiting["flow"] == "lookup"
         assert_problem(full, 429)
         assert int(full.headers["Retry-After"]) >= 1
         running.server.stop_event.set()
@@ -417,6 +421,15 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     result = invoke(tmp_path, "serve", "--port", "0")
     assert result.exit_code == 2
     assert "serve.tokens" in result.output
+
+
+def test_serve_refuses_to_start_with_an_invalid_flow(tmp_path: Path) -> None:
+    project(tmp_path)
+    (tmp_path / "flows" / "bad.yaml").write_text("flow: bad\nsteps:\n  - id: x\n    nope: 1\n")
+    result = invoke(tmp_path, "serve", "--port", "0", env={"API_TOKEN": TOKEN})
+    assert result.exit_code == 2
+    assert "flows/bad.yaml:3:5: error: a step needs either" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_serve_refuses_to_start_when_a_token_secret_is_unset(tmp_path: Path) -> None:
