@@ -61,14 +61,20 @@ def check_secrets(revision: Revision, secrets: Secrets) -> None:
 
 
 def dead_local_owners(owners: list[str]) -> list[str]:
-    """The lease owners (``host:pid:random``) of this host whose process is gone."""
+    """The lease owners (``host:pid:random``) of this host whose process is gone.
+
+    Call it before this process claims anything: an owner with this process's pid is
+    counted as gone."""
     host = socket.gethostname()
     dead = []
     for owner in owners:
         parts = owner.rsplit(":", 2)
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
             continue
-        if not _alive(int(parts[1])):
+        pid = int(parts[1])
+        # our own pid: a process before us had it (in a container, each start may get
+        # the same pid); this process has claimed nothing yet when this is asked
+        if pid == os.getpid() or not _alive(pid):
             dead.append(owner)
     return dead
 

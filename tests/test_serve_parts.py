@@ -1,4 +1,5 @@
-"""The log lines of ``serve``: one line per event, nothing a terminal would interpret."""
+"""Parts of ``serve``: log lines (one line per event, nothing a terminal would interpret)
+and the lease owners found dead at start."""
 
 from __future__ import annotations
 
@@ -27,3 +28,22 @@ def test_json_log_lines_are_one_object_a_line() -> None:
     first, second = (json.loads(x) for x in lines[:2])
     assert first["event"] == "execution" and "reason" not in first
     assert second["path"] == "/a\nb"
+
+
+def test_dead_local_owners() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from flowrunner.server.main import dead_local_owners
+
+    host = socket.gethostname()
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    gone = f"{host}:{child.stdout.strip()}:abc"
+    alive = f"{host}:{os.getppid()}:abc"
+    mine = f"{host}:{os.getpid()}:old"
+    other_host = f"{host}-elsewhere:{child.stdout.strip()}:abc"
+    owners = [gone, alive, mine, other_host, "not-an-owner"]
+    assert dead_local_owners(owners) == [gone, mine]
