@@ -437,3 +437,16 @@ def test_serve_refuses_to_start_when_a_token_secret_is_unset(tmp_path: Path) -> 
     result = invoke(tmp_path, "serve", "--port", "0", env={"API_TOKEN": ""})
     assert result.exit_code == 2
     assert "API_TOKEN" in result.output
+
+
+async def test_a_bug_in_a_handler_is_a_500_problem_and_one_log_line(api: Running) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ZeroDivisionError
+
+    api.server.api.store.execution_states = broken  # a real server with one part broken
+    status, data, headers = await api.get("/v1/executions/x")
+    assert status == 500 and headers["Content-Type"].startswith("application/problem+json")
+    assert data["title"] == "Internal error"
+    lines = [json.loads(x) for x in api.log.getvalue().splitlines()]
+    assert [x["detail"] for x in lines if x["event"] == "internal-error"] == ["ZeroDivisionError"]
+    assert "Traceback" not in api.log.getvalue()
