@@ -178,6 +178,17 @@ def _check_batch_options(
     metavar="N|auto",
     help="Processes that share the --events lines and the concurrency (auto: one per CPU).",
 )
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.html",
+    help="With --events: write a self-contained HTML report of the batch here.",
+)
+@click.option(
+    "--trace-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write OpenTelemetry spans here as JSON lines (needs flowrunner[otel]).",
+)
 @click.option("--worker", is_flag=True, hidden=True)
 @click.pass_obj
 @guarded
@@ -195,6 +206,8 @@ def run(
     concurrency: int,
     output: Path | None,
     workers: str,
+    report: Path | None,
+    trace_file: Path | None,
     worker: bool,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
@@ -207,6 +220,10 @@ def run(
 
     common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
     _check_batch_options(events, calls + keys + user_keys, as_json, output, workers)
+    if events is None and report is not None:
+        from flowrunner.errors import UsageError
+
+        raise UsageError("--report applies to --events only")
     if events is not None:
         code = run_batch(
             **common,
@@ -218,6 +235,8 @@ def run(
             workers=_worker_count(workers, concurrency),
             worker=worker,
             debug=state.debug,
+            report=report,
+            trace_file=trace_file,
         )
         sys.exit(code)
     inputs = {
@@ -234,6 +253,7 @@ def run(
             on_complete=not no_on_complete,
             inputs=inputs,
             as_json=as_json,
+            trace_file=trace_file,
         )
     )
 

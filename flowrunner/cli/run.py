@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ def run_once(
     on_complete: bool,
     inputs: dict[str, Any],
     as_json: bool,
+    trace_file: Path | None = None,
 ) -> int:
     """Run one execution and print it; returns the exit code."""
     from flowrunner.cli.report import record_text
@@ -95,6 +97,9 @@ def batch_run(
     workers: int = 1,
     worker: bool = False,
     debug: bool = False,
+    report: Path | None = None,
+    trace_file: Path | None = None,
+    stats: bool = True,
 ) -> int:
     """``run --events``: run every line of ``events``, write the records, summarise.
 
@@ -102,11 +107,15 @@ def batch_run(
     the mode such a process runs in (no progress bar, no summary, output flushed as
     soon as it has nothing queued).
 
+    ``report`` writes the HTML report there; ``stats=False`` leaves out the figures
+    (counts by status and reason, latency percentiles) and allows no report.
+
     Exit 130 when interrupted, else 1 if an execution failed or a line was invalid (or
     the input or output failed), else 75 if a push is still pending, else 0.
     """
     from flowrunner.batch.local import WINDOW_FACTOR, Output, loop_factory, run_events, tune_gc
     from flowrunner.batch.progress import ProgressBar, summary_line
+    from flowrunner.batch.stats import BatchStats, Timeline, summary_lines
     from flowrunner.runner import Runner
 
     if workers > concurrency:
@@ -123,6 +132,8 @@ def batch_run(
     )
     fd, size = _open_events(events)
     out = Output(_open_output(output))
+    report_fd = _open_report(report) if report is not None and not worker else None
+    figures = BatchStats(timeline=Timeline(start=time.time())) if stats and not worker else None
     bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty() and not worker, total=size)
     tune_gc()
     with asyncio.Runner(loop_factory=loop_factory()) as loop:
@@ -135,14 +146,49 @@ def batch_run(
             options = (secrets_file, dry_run, on_complete, debug)
             commands = _worker_commands(root, flow, parts, *options)
             window = WINDOW_FACTOR * concurrency
-            outcome = loop.run(run_parallel(commands, parts, fd, out, window=window, bar=bar))
+            batch = run_parallel(commands, parts, fd, out, window=window, bar=bar, stats=figures)
         else:
-            batch = run_events(runner, fd, out, concurrency=concurrency, bar=bar, worker=worker)
-            outcome = loop.run(batch)
+            batch = run_events(
+                runner, fd, out, concurrency=concurrency, bar=bar, worker=worker, stats=figures
+            )
+        outcome = loop.run(batch)
     if worker:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
     click.echo(summary_line(outcome.counts, outcome.seconds), err=True)
-    return _batch_exit(outcome, events)
+    written = True
+    if figures is not None:
+        figures.seconds = outcome.seconds
+        for line in summary_lines(figures):
+            click.echo(line, err=True)
+        if report_fd is not None:
+            title = f"flowrunner run {flow} --events {events}"
+            written = _write_report(report_fd, report, figures, title)
+    code = _batch_exit(outcome, events)
+    return EXIT_PROBLEMS if not written and code in (EXIT_OK, EXIT_PENDING) else code
+
+
+def _open_report(report: Path) -> int:
+    """The report file, opened (and emptied) before anything runs: a path that cannot
+    be written is a usage error, not a surprise after a long batch."""
+    try:
+        return os.open(report, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        raise UsageError(f"{report}: cannot write the report ({_reason(exc)})") from None
+
+
+def _write_report(fd: int, path: Path | None, figures: Any, title: str) -> bool:
+    """Write the report; False (said on stderr) when it could not be written."""
+    from flowrunner.batch.html import render
+
+    data = render(figures, title=title).encode("utf-8")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        click.echo(f"flowrunner: writing the report {path} failed ({_reason(exc)})", err=True)
+        return False
+    click.echo(f"report: {path}", err=True)
+    return True
 
 
 def _prepare_state(plan: Any) -> None:
