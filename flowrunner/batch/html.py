@@ -75,10 +75,10 @@ def _latency_table(stats: BatchStats) -> str:
     return _table(["", "count", "p50", "p95", "p99", "max", "mean"], rows)
 
 
-def _svg(body: list[str], label: str) -> str:
+def _svg(body: list[str], label: str, height: float = H + 2 * PAD) -> str:
     return (
         f'<svg role="img" aria-label="{_e(label)}" width="{W + 2 * PAD}" '
-        f'height="{H + 2 * PAD}" viewBox="0 0 {W + 2 * PAD} {H + 2 * PAD}">'
+        f'height="{height:.0f}" viewBox="0 0 {W + 2 * PAD} {height:.0f}">'
         + "".join(body)
         + "</svg>"
     )
@@ -121,7 +121,7 @@ def _histogram_svg(hist: Histogram) -> str:
 
 
 def _throughput_svg(stats: BatchStats) -> str:
-    rates = stats.timeline.rates()
+    rates = stats.timeline.rates()[:-1]  # the last bin is cut short by the end
     if len(rates) < 2:
         return '<p class="muted">too short to draw</p>'
     top = max(r for _, r in rates) or 1.0
@@ -142,7 +142,7 @@ def _reasons_svg(stats: BatchStats) -> str:
         return '<p class="muted">no failures</p>'
     top = reasons[0][1]
     row = min(28.0, H / len(reasons))
-    body = []
+    body: list[str] = []
     for i, (reason, n) in enumerate(reasons):
         y = PAD + i * row
         length = max(1.0, (W - 180) * n / top)
@@ -152,4 +152,4 @@ def _reasons_svg(stats: BatchStats) -> str:
             f'height="{row - 6:.1f}"><title>{_e(reason)}: {n:,}</title></rect>'
         )
         body.append(_text(PAD + 166 + length, y + row * 0.65, f"{n:,}", "start"))
-    return _svg(body, "failures by reason")
+    return _svg(body, "failures by reason", height=2 * PAD + row * len(reasons))
