@@ -19,6 +19,7 @@ from flowrunner.execution.context import Inputs
 from flowrunner.execution.record import ExecutionRecord
 from flowrunner.project import load_plan, require_root
 from flowrunner.secrets import Secrets, read_secrets_file
+from flowrunner.tracing import open_tracer
 
 if TYPE_CHECKING:
     from flowrunner.batch.local import Outcome
@@ -58,12 +59,19 @@ def run_once(
 
     plan = load_plan(require_root(project), flow)
     secrets = make_secrets(secrets_file, masked=dry_run)
+    tracer = open_tracer(trace_file)
 
     async def go() -> ExecutionRecord:
-        async with Runner(plan, secrets, dry_run=dry_run, on_complete=on_complete) as runner:
+        async with Runner(
+            plan, secrets, dry_run=dry_run, on_complete=on_complete, tracer=tracer
+        ) as runner:
             return await runner.run(Inputs(**inputs))
 
-    record = asyncio.run(go())
+    try:
+        record = asyncio.run(go())
+    finally:
+        if tracer is not None:
+            tracer.close()
     data = record.as_dict()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, default=str))
@@ -122,6 +130,7 @@ def batch_run(
         raise UsageError(f"--workers ({workers}) cannot be more than --concurrency ({concurrency})")
     root = require_root(project)
     plan = load_plan(root, flow)
+    tracer = None if workers > 1 else open_tracer(trace_file, append=worker)
     runner = Runner(
         plan,
         make_secrets(secrets_file, masked=dry_run),
@@ -129,6 +138,7 @@ def batch_run(
         on_complete=on_complete,
         concurrency=concurrency,
         group_commit=True,
+        tracer=tracer,
     )
     fd, size = _open_events(events)
     out = Output(_open_output(output))
@@ -143,7 +153,7 @@ def batch_run(
             if not dry_run:
                 _prepare_state(plan)  # its errors once, here, not once per worker
             parts = shares(concurrency, workers)
-            options = (secrets_file, dry_run, on_complete, debug)
+            options = (secrets_file, dry_run, on_complete, debug, _start_spans(trace_file))
             commands = _worker_commands(root, flow, parts, *options)
             window = WINDOW_FACTOR * concurrency
             batch = run_parallel(commands, parts, fd, out, window=window, bar=bar, stats=figures)
@@ -151,7 +161,11 @@ def batch_run(
             batch = run_events(
                 runner, fd, out, concurrency=concurrency, bar=bar, worker=worker, stats=figures
             )
-        outcome = loop.run(batch)
+        try:
+            outcome = loop.run(batch)
+        finally:
+            if tracer is not None:
+                tracer.close()
     if worker:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
     click.echo(summary_line(outcome.counts, outcome.seconds), err=True)
@@ -191,6 +205,16 @@ def _write_report(fd: int, path: Path | None, figures: Any, title: str) -> bool:
     return True
 
 
+def _start_spans(trace_file: Path | None) -> Path | None:
+    """Empty ``trace_file`` for the workers to append to (checking it can be written)."""
+    if trace_file is not None:
+        try:
+            trace_file.write_bytes(b"")
+        except OSError as exc:
+            raise UsageError(f"{trace_file}: cannot write spans ({_reason(exc)})") from None
+    return trace_file
+
+
 def _prepare_state(plan: Any) -> None:
     """Open the state file (creating it) and seed the user keys, as every run does."""
     from flowrunner.state import open_store
@@ -210,6 +234,7 @@ def _worker_commands(
     dry_run: bool,
     on_complete: bool,
     debug: bool,
+    trace_file: Path | None = None,
 ) -> list[list[str]]:
     """The command line of each worker process, with its part of the concurrency."""
     common = [sys.executable, "-m", "flowrunner", "--project", str(root)]
@@ -221,6 +246,8 @@ def _worker_commands(
         common.append("--dry-run")
     if not on_complete:
         common.append("--no-on-complete")
+    if trace_file is not None:  # each worker appends its spans, whole lines at a time
+        common += ["--trace-file", str(trace_file)]
     return [[*common, "--concurrency", str(part)] for part in parts]
 
 
