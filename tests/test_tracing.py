@@ -314,3 +314,22 @@ async def test_trace_file_of_a_batch(receiver: Receiver, tmp_path: Path, workers
     assert len({s["context"]["trace_id"] for s in spans_}) == 20
     sent = {r.headers["traceparent"].split("-")[1] for r in receiver.requests}
     assert sent == {s["context"]["trace_id"][2:] for s in roots}
+
+
+def test_the_trace_file_has_the_sdks_own_json_shape(tmp_path: Path) -> None:
+    from flowrunner.tracing.jsonlines import JsonLinesExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("outer", attributes={"a": "b", "n": 2, "l": (1, 2)}):
+        with tracer.start_as_current_span("inner", kind=SpanKind.CLIENT) as inner:
+            inner.add_event("sent", {"bytes": 3})
+            inner.set_status(StatusCode.ERROR, "HTTP 503")
+    spans = exporter.get_finished_spans()
+    lines = JsonLinesExporter(tmp_path / "t.jsonl")
+    lines.export(spans)
+    lines.shutdown()
+    written = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert written == [json.loads(span.to_json(indent=None)) for span in spans]

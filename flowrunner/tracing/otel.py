@@ -1,10 +1,11 @@
 """The OpenTelemetry side of tracing: the SDK's tracer provider with its exporters, the
 spans of executions and steps, and client spans around HTTP requests.
 
-Exporters: ``--trace-file FILE`` writes each finished span as one JSON line (the SDK's
-own ``to_json``); ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) sends
-spans with the OTLP exporter, over HTTP (``http/protobuf``, the default) or gRPC
-(``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), configured by the usual ``OTEL_*`` variables.
+Exporters: ``--trace-file FILE`` writes each finished span as one JSON line
+(:mod:`flowrunner.tracing.jsonlines`); ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``..._TRACES_ENDPOINT``) sends spans with the OTLP exporter, over HTTP
+(``http/protobuf``, the default) or gRPC (``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``),
+configured by the usual ``OTEL_*`` variables.
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` name the service (default
 ``flowrunner``).
 """
@@ -12,8 +13,7 @@ spans with the OTLP exporter, over HTTP (``http/protobuf``, the default) or gRPC
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -31,6 +31,7 @@ from flowrunner import __version__
 from flowrunner.execution.context import Span
 from flowrunner.net.request import HttpRequest, HttpResponse
 from flowrunner.net.transport import Transport
+from flowrunner.tracing.jsonlines import JsonLinesExporter
 
 PROPAGATOR = TraceContextTextMapPropagator()
 PUSH_PREFIX = "msg_"  # an on-complete push's webhook-id is msg_<execution id>
@@ -144,35 +145,6 @@ class TracedTransport:
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name), None)
-
-
-class JsonLinesExporter(SpanExporter):
-    """Each span as one line of JSON, appended with one ``write`` per batch of spans
-    (whole lines, so worker processes may share the file)."""
-
-    def __init__(self, path: Path, *, append: bool = False) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
-        self.fd: int | None = os.open(path, flags, 0o644)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self.fd is None:
-            return SpanExportResult.FAILURE
-        data = "".join(span.to_json(indent=None) + "\n" for span in spans).encode()
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError:
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
 
 
 def otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
