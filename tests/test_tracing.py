@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -333,3 +334,52 @@ def test_the_trace_file_has_the_sdks_own_json_shape(tmp_path: Path) -> None:
     lines.shutdown()
     written = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert written == [json.loads(span.to_json(indent=None)) for span in spans]
+
+
+async def test_spans_reach_an_otlp_http_receiver(aiohttp_server: Any, tmp_path: Path) -> None:
+    """``OTEL_EXPORTER_OTLP_ENDPOINT`` alone turns tracing on: the OTLP exporter posts
+    the spans (protobuf over HTTP) to a real receiver on loopback."""
+    import asyncio
+
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    names: list[str] = []
+    services: list[str] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        for resource_spans in message.resource_spans:
+            services.extend(
+                a.value.string_value
+                for a in resource_spans.resource.attributes
+                if a.key == "service.name"
+            )
+            for scope in resource_spans.scope_spans:
+                names.extend(span.name for span in scope.spans)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    server = await aiohttp_server(app)
+    hooks = {"hook": {"url": f"http://127.0.0.1:{free_port()}/h", "methods": {"lookup": {}}}}
+    root = write_project(tmp_path, hooks, {"traced": FLOW.replace("on_complete: true\n", "")})
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": str(server.make_url("")).rstrip("/"),
+        "OTEL_SERVICE_NAME": "ivr-flows",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowrunner", "--project", str(root), "run", "traced",
+        "--call", "cli=1", stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    assert proc.returncode == 1, err  # the call is refused: FAILED
+    assert sorted(names) == sorted(
+        ["execution traced", "step note", "step skipped", "step ask", "POST", "POST", "POST"]
+    )
+    assert set(services) == {"ivr-flows"}
