@@ -281,3 +281,10 @@ def test_the_outbox_reads_a_junk_retry_after_without_crashing() -> None:
     for junk in ("\u00b2", "9" * 5000, "x" * 100):
         assert push_retry_after({"Retry-After": junk}, 100.0) is None
     assert push_retry_after({"Retry-After": "30"}, 100.0) == 130.0
+
+
+def test_a_policy_that_is_not_a_number_never_waits_unbounded() -> None:
+    nan = float("nan")
+    policy = RetryPolicy(attempts=3, delay=nan, max_delay=nan, jitter=nan)
+    assert retry.wait(policy, 1, {"Retry-After": "999999"}, 0.0) == retry.MAX_WAIT
+    assert retry.wait(policy, 1, {}, 0.0) == 0.0

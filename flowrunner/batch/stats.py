@@ -17,6 +17,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 GROWTH = 1.02  # bucket width: a value is reported within half of it (1 %)
@@ -214,8 +215,6 @@ def _calls(steps: Any) -> Iterator[tuple[str, float]]:
 
 
 def _unix(text: str) -> float | None:
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:

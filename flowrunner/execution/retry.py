@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from flowrunner.net.retry_after import retry_after
 from flowrunner.source.model import RetryPolicy
 
+MAX_WAIT = 60.0  # the longest wait any policy may ask for (the schema's bound)
+
 
 def retryable(policy: RetryPolicy, status: int | None, failure: str | None) -> bool:
     """Whether an attempt that ended with ``status`` / ``failure`` may be tried again
@@ -46,8 +48,11 @@ def wait(
 ) -> float:
     """Seconds to wait before retry number ``retry``: the backoff, or longer when the
     answer's ``Retry-After`` asks for it, but never past ``max_delay``."""
+    longest = policy.max_delay if 0.0 <= policy.max_delay <= MAX_WAIT else MAX_WAIT
     seconds = backoff(policy, retry, rand)
+    if not 0.0 <= seconds <= longest:  # NaN included: the compiler refuses it, but still
+        seconds = longest if seconds > longest else 0.0
     asked = retry_after(headers, now)
     if asked is not None and asked > seconds:
-        seconds = min(asked, policy.max_delay)
+        seconds = min(asked, longest)
     return seconds

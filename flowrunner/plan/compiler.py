@@ -7,6 +7,7 @@ collected as a :class:`~flowrunner.errors.Diagnostic`; nothing stops at the firs
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from flowrunner.document import Path as DocPath
@@ -202,14 +203,20 @@ def _compile_step(
 
 
 def check_retry(policy: m.RetryPolicy | None, owner: str, problems: Problems) -> None:
-    """Collect what the schema cannot see in a retry policy: a first wait longer than the
-    longest one allowed."""
-    if policy is None or policy.attempts < 2:
+    """Collect what the schema cannot see in a retry policy: a number that is not finite
+    (YAML's ``.nan`` passes every bound), a first wait longer than the longest allowed."""
+    if policy is None:
         return
-    if policy.delay > policy.max_delay:
+    numbers = {"delay": policy.delay, "max_delay": policy.max_delay, "jitter": policy.jitter}
+    bad = [name for name, value in numbers.items() if not math.isfinite(value)]
+    for name in bad:
+        problems.add(
+            policy.path + (name,), "retry-policy", f"{owner}: retry {name} must be a number"
+        )
+    if not bad and policy.attempts > 1 and policy.delay > policy.max_delay:
         problems.add(
             policy.path + ("delay",),
-            "retry-delay",
+            "retry-policy",
             f"{owner}: retry delay {policy.delay:g} s is longer than max_delay "
             f"{policy.max_delay:g} s (raise max_delay or lower delay)",
         )
