@@ -2,14 +2,16 @@
 
     python bench/observability_bench.py [--events 4000] [--rounds 5]
 
-Four variants of the same batch (the ``http`` flow of run_bench.py, on-complete off,
+Five variants of the same batch (the ``http`` flow of run_bench.py, on-complete off,
 concurrency 64, against bench/sink.py in its own process), run interleaved, each as a
 child process calling the ``run`` command's body (``flowrunner.cli.run.batch_run``):
 
 * ``off``: no figures (``stats=False``), the baseline;
 * ``summary``: the figures of the summary (what ``run --events`` does by default);
 * ``report``: the figures and ``--report FILE.html``;
-* ``trace``: no figures, ``--trace-file FILE`` (needs ``flowrunner[otel]``).
+* ``trace``: no figures, ``--trace-file FILE`` (needs ``flowrunner[otel]``);
+* ``trace-10%``: the same, with the SDK's sampler keeping one trace in ten
+  (``OTEL_TRACES_SAMPLER=traceidratio``, ``OTEL_TRACES_SAMPLER_ARG=0.1``).
 
 For each: the batch's own rate (executions/s, reading the first line to writing the
 last record) and the CPU time of the process per execution while ``batch_run`` runs
@@ -42,7 +44,7 @@ from pathlib import Path
 from flowrunner.cli.run import batch_run
 # one-time imports before the clock starts (their cost is the cold start's figure)
 import flowrunner.batch.html, flowrunner.batch.local, flowrunner.net.http, flowrunner.runner
-if sys.argv[3] == "trace":
+if sys.argv[3].startswith("trace"):
     import flowrunner.tracing.otel
 options = dict(project=Path(sys.argv[1]), flow="http", secrets_file=None, events=sys.argv[2],
                concurrency=64, output=Path("/dev/null"), dry_run=False, on_complete=False)
@@ -51,7 +53,7 @@ if variant == "off":
     options["stats"] = False
 elif variant == "report":
     options["report"] = Path(sys.argv[1]) / "report.html"
-elif variant == "trace":
+elif variant.startswith("trace"):
     options["stats"] = False
     options["trace_file"] = Path(sys.argv[1]) / "spans.jsonl"
 started = time.process_time()
@@ -59,7 +61,8 @@ code = batch_run(**options)
 print(f"cpu {time.process_time() - started:.6f}", file=sys.stderr)
 sys.exit(code)
 """
-VARIANTS = ("off", "summary", "report", "trace")
+VARIANTS = ("off", "summary", "report", "trace", "trace-10%")
+SAMPLED = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
 def one_batch(root: Path, events: Path, variant: str) -> tuple[float, float]:
@@ -68,6 +71,7 @@ def one_batch(root: Path, events: Path, variant: str) -> tuple[float, float]:
     proc = subprocess.Popen(
         [PYTHON, "-c", BATCH, str(root), str(events), variant],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **(SAMPLED if variant == "trace-10%" else {})},
     )  # fmt: skip
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
