@@ -298,7 +298,7 @@ FLOW_CASES = {
         [
             "f.yaml:7:5: error: unknown key 'methdo' in webhook step (expected one of: "
             "description, document, id, method, next, on_failure, parameters, params, "
-            "webhook, when); did you mean 'method'? [schema]"
+            "retry, webhook, when); did you mean 'method'? [schema]"
         ],
     ),
     "unknown key without a close match": (
@@ -446,7 +446,7 @@ PROJECT_CASES = {
             "f.yaml:7:11: error: 'body' must be one of: form, json, none [schema]",
             "f.yaml:8:14: error: 'timeout' must be at most 60 [schema]",
             "f.yaml:9:5: error: unknown key 'urll' in webhook 'crm' (expected one of: auth, "
-            "body, default, headers, method, methods, signing_secret, timeout, url); "
+            "body, default, headers, method, methods, retry, signing_secret, timeout, url); "
             "did you mean 'url'? [schema]",
         ],
     ),
