@@ -251,8 +251,11 @@ def test_histogram_memory_is_bounded_by_the_range_not_the_count() -> None:
     other = Histogram()
     other.record(0.0)
     other.record(-5.0)  # a clock step: counted, as the smallest value
+    other.record(float("nan"))
+    other.record(float("inf"))
     hist.merge(other)
-    assert hist.count == 200_002
+    assert hist.count == 200_004
+    assert hist.percentile(100) == 1e12
     assert hist.percentile(0) == pytest.approx(0.001, rel=0.01)
 
 
@@ -264,6 +267,9 @@ def test_timeline_keeps_at_most_max_bins() -> None:
     assert sum(line.counts) == 20_000
     assert line.width == 51.2
     assert sum(rate * line.width for _, rate in line.rates()) == 20_000
+    line.record(float("nan"))
+    line.record(253_402_300_799.0)  # 9999-12-31: the resolution halves until it fits
+    assert len(line.counts) <= MAX_BINS and sum(line.counts) == 20_001
 
 
 def test_empty_figures_render() -> None:

@@ -22,7 +22,8 @@ from typing import Any
 
 GROWTH = 1.02  # bucket width: a value is reported within half of it (1 %)
 _LOG_GROWTH = math.log(GROWTH)
-FLOOR_MS = 0.001  # smaller values (and 0) share the lowest bucket
+FLOOR_MS = 0.001  # smaller values (and 0, and NaN) share the lowest bucket
+CEILING_MS = 1e12  # larger values (and infinity) share the highest: about 30 years
 MAX_BINS = 600  # time bins of a timeline before two become one
 PERCENTILES = (50.0, 95.0, 99.0)
 
@@ -42,6 +43,8 @@ class Histogram:
     def record(self, ms: float) -> None:
         """Count one value (negative values, from a clock step, count as 0)."""
         ms = ms if ms > FLOOR_MS else FLOOR_MS
+        if ms > CEILING_MS:
+            ms = CEILING_MS
         index = int(math.log(ms / FLOOR_MS) / _LOG_GROWTH)
         buckets = self.buckets
         buckets[index] = buckets.get(index, 0) + 1
@@ -115,7 +118,9 @@ class Timeline:
         self.counts: list[int] = []
 
     def record(self, at: float) -> None:
-        """Count one end at unix time ``at``."""
+        """Count one end at unix time ``at`` (one that is not a finite number is left out)."""
+        if not math.isfinite(at):
+            return
         if self.start is None:
             self.start = at
         index = max(0, int((at - self.start) / self.width))
