@@ -336,11 +336,9 @@ def test_the_trace_file_has_the_sdks_own_json_shape(tmp_path: Path) -> None:
     assert written == [json.loads(span.to_json(indent=None)) for span in spans]
 
 
-async def test_spans_reach_an_otlp_http_receiver(aiohttp_server: Any, tmp_path: Path) -> None:
-    """``OTEL_EXPORTER_OTLP_ENDPOINT`` alone turns tracing on: the OTLP exporter posts
-    the spans (protobuf over HTTP) to a real receiver on loopback."""
-    import asyncio
-
+async def otlp_collector(aiohttp_server: Any) -> tuple[str, list[str], list[str]]:
+    """A real OTLP/HTTP receiver on loopback: its URL, the span names and service names
+    it received (protobuf decoded with the OpenTelemetry proto package)."""
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
@@ -365,21 +363,55 @@ async def test_spans_reach_an_otlp_http_receiver(aiohttp_server: Any, tmp_path: 
     app = web.Application()
     app.router.add_post("/v1/traces", collect)
     server = await aiohttp_server(app)
-    hooks = {"hook": {"url": f"http://127.0.0.1:{free_port()}/h", "methods": {"lookup": {}}}}
-    root = write_project(tmp_path, hooks, {"traced": FLOW.replace("on_complete: true\n", "")})
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": str(server.make_url("")).rstrip("/"),
-        "OTEL_SERVICE_NAME": "ivr-flows",
-    }
+    return str(server.make_url("")).rstrip("/"), names, services
+
+
+async def flowrunner_cli(root: Path, *args: str, env: dict[str, str]) -> tuple[int, str]:
+    import asyncio
+
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flowrunner", "--project", str(root), "run", "traced",
-        "--call", "cli=1", stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable, "-m", "flowrunner", "--project", str(root), *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", **env},
     )  # fmt: skip
     _, err = await proc.communicate()
-    assert proc.returncode == 1, err  # the call is refused: FAILED
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_spans_reach_an_otlp_http_receiver(aiohttp_server: Any, tmp_path: Path) -> None:
+    """``OTEL_EXPORTER_OTLP_ENDPOINT`` alone turns tracing on: the OTLP exporter posts
+    the spans (protobuf over HTTP) to a real receiver on loopback."""
+    url, names, services = await otlp_collector(aiohttp_server)
+    hooks = {"hook": {"url": f"http://127.0.0.1:{free_port()}/h", "methods": {"lookup": {}}}}
+    root = write_project(tmp_path, hooks, {"traced": FLOW.replace("on_complete: true\n", "")})
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_SERVICE_NAME": "ivr-flows"}
+    code, err = await flowrunner_cli(root, "run", "traced", "--call", "cli=1", env=env)
+    assert code == 1, err  # the call is refused: FAILED
     assert sorted(names) == sorted(
         ["execution traced", "step note", "step skipped", "step ask", "POST", "POST", "POST"]
     )
     assert set(services) == {"ivr-flows"}
+
+
+async def test_deliveries_drain_traces_each_push(aiohttp_server: Any, tmp_path: Path) -> None:
+    url, names, _ = await otlp_collector(aiohttp_server)
+    port = free_port()
+    hooks = {
+        "hook": {"url": f"http://127.0.0.1:{port}/h", "methods": {"lookup": {}}},
+        "events": {"url": f"http://127.0.0.1:{port}/events", "default": True},
+    }
+    flow = FLOW.replace("    retry: {attempts: 3, delay: 0.01, jitter: 0}\n", "")
+    root = write_project(tmp_path, hooks, {"traced": flow})
+    code, err = await flowrunner_cli(root, "run", "traced", "--call", "cli=1", env={})
+    assert code == 1, err  # nobody listens yet: the call fails, the push stays pending
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", receiver.handle)
+    await aiohttp_server(app, port=port)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": url}
+    code, err = await flowrunner_cli(root, "deliveries", "drain", "--now", env=env)
+    assert code == 0, err
+    [push] = receiver.hits("/events")
+    assert valid_traceparent(push.headers["traceparent"]) is not None
+    assert names == ["POST"]

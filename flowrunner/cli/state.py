@@ -176,13 +176,22 @@ def _run_drain(
 
     from flowrunner.net.http import HttpClient
     from flowrunner.oncomplete.delivery import Deliverer
+    from flowrunner.tracing import open_tracer
+
+    tracer = open_tracer(None)  # with OTEL_EXPORTER_OTLP_ENDPOINT: a client span a push
 
     async def go() -> DeliveryStats:
         async with HttpClient(project.http) as client:
-            deliverer = Deliverer(store, client, project, secrets)
+            # the traced transport keeps the client's connection limit, all the sender reads
+            sender: Any = client if tracer is None else tracer.transport(client)
+            deliverer = Deliverer(store, sender, project, secrets)
             return await deliverer.drain(timeout=timeout, ignore_schedule=ignore_schedule)
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    finally:
+        if tracer is not None:
+            tracer.close()
 
 
 # ---- runs ------------------------------------------------------------------------
