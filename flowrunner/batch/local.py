@@ -13,6 +13,8 @@ How a batch runs:
   the window, however long the input.
 * Every line read gets exactly one record: the execution record plus ``"line"``, an
   INVALID record, or, after an interrupt, an INTERRUPTED one.
+* Every record is counted into the batch's figures (:mod:`flowrunner.batch.stats`:
+  counts by status and reason, latency percentiles, throughput) when they are wanted.
 * SIGINT or SIGTERM: reading stops, lines not started are INTERRUPTED, executions in
   flight get :data:`GRACE` seconds to finish (a second signal cuts that short) and are
   INTERRUPTED otherwise; the output ends with whole lines.
