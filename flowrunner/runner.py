@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AbstractContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from flowrunner.errors import TemplateError
-from flowrunner.execution.context import Inputs, MemoryUserKeys, Services, UserKeyStore
+from flowrunner.execution.context import (
+    Inputs,
+    MemoryUserKeys,
+    Services,
+    Span,
+    Tracer,
+    UserKeyStore,
+)
 from flowrunner.execution.engine import Engine
 from flowrunner.execution.record import ExecutionRecord
 from flowrunner.jsoncodec import dumps
@@ -153,6 +161,7 @@ class Runner:
         concurrency: int = 64,
         group_commit: bool = False,
         transport: str | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.plan = plan
         self.project = plan.project.project
@@ -162,6 +171,8 @@ class Runner:
         self.concurrency = concurrency
         self.group_commit = group_commit
         self.transport = transport
+
+        self.tracer = tracer
         self._stack = AsyncExitStack()
         self.store: Any = None
         self.client: Any = None
@@ -184,7 +195,11 @@ class Runner:
         else:
             users = await self._open_state()
         services = Services(
-            client=self.client, secrets=self.secrets, users=users, dry_run=self.dry_run
+            client=self.client,
+            secrets=self.secrets,
+            users=users,
+            dry_run=self.dry_run,
+            tracer=self.tracer,
         )
         self.engine = Engine(self.plan, services)
         return self
@@ -201,6 +216,8 @@ class Runner:
         self.client = await self._stack.enter_async_context(
             open_client(self.project.http, limit=self.concurrency, transport=self.transport)
         )
+        if self.tracer is not None:
+            self.client = self.tracer.transport(self.client)
         self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
         if self.group_commit:
             self.recorder = await self._stack.enter_async_context(open_recorder(self.store))
@@ -217,7 +234,16 @@ class Runner:
         self.store.prune_runs(older_than=history.keep_days * 86_400, keep=history.keep_runs)
 
     async def run(self, inputs: Inputs) -> ExecutionRecord:
-        """One execution, recorded, with its push recorded and tried once."""
+        """One execution, recorded, with its push recorded and tried once (in one span
+        when tracing)."""
+        if self.tracer is None:
+            return await self._run(inputs)
+        with self._span(inputs) as span:
+            record = await self._run(inputs)
+            _end_span(span, record)
+            return record
+
+    async def _run(self, inputs: Inputs) -> ExecutionRecord:
         record = await self.engine.execute(inputs)
         if self.dry_run:
             return record
@@ -233,6 +259,21 @@ class Runner:
 
         With ``group_commit`` the end is recorded with other executions' ends.
         """
+        if self.tracer is None:
+            return await self._run_encoded(inputs)
+        with self._span(inputs) as span:
+            record, encoded = await self._run_encoded(inputs)
+            _end_span(span, record)
+            return record, encoded
+
+    def _span(self, inputs: Inputs) -> AbstractContextManager[Span]:
+        """The span of the execution ``inputs`` starts (its id chosen here if not given)."""
+        assert self.tracer is not None
+        inputs.execution_id = inputs.execution_id or str(uuid.uuid4())
+        flow = self.plan.flow.name
+        return self.tracer.execution(inputs.execution_id, flow, inputs.traceparent)
+
+    async def _run_encoded(self, inputs: Inputs) -> tuple[ExecutionRecord, bytes]:
         from flowrunner.state.records import EncodedRecord
 
         record = await self.engine.execute(inputs)
@@ -318,6 +359,16 @@ def build_push(
         payload=oncomplete.encode(oncomplete.build_payload(record)),
         created_at=time.time(),
     )
+
+
+def _end_span(span: Span, record: ExecutionRecord) -> None:
+    attributes: dict[str, str] = {"flowrunner.status": record.status}
+    push = record.on_complete
+    if push is not None:
+        attributes["flowrunner.on_complete.status"] = str(push.get("status"))
+    span.set(attributes)
+    if record.error is not None:
+        span.fail(f"{record.error['reason']}: {record.error['message']}")
 
 
 def _plain_headers(target: CompiledWebhook, variables: Variables) -> dict[str, str]:

@@ -28,6 +28,7 @@ CONTAINED = {
     "aiohttp": (4, None),
     "jinja2": (None, "flowrunner/templating"),
     "sqlite3": (None, "flowrunner/state"),
+    "opentelemetry": (None, "flowrunner/tracing"),
     "yaml": (2, None),
     "jsonschema": (2, None),
 }

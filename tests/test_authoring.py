@@ -94,8 +94,6 @@ EXAMPLE_STEPS = {
         "no-appointment",
         "confirm",
         "not-confirmed",
-        "retry",
-        "check-retry",
         "give-up",
         "done",
     ],  # fmt: skip

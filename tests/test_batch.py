@@ -643,8 +643,8 @@ def test_progress_texts() -> None:
     )
     counts.interrupted = 4
     assert "2 invalid, 4 interrupted, 3 pushes" in summary_line(counts, 1.0)
-    assert bar_text(1500, 3.0, 0, None) == "1,500 done  500/s"
-    assert bar_text(1000, 10.0, 250, 1000) == (
+    assert bar_text(1500, 3.0, 0, 0, None) == "1,500 done  500/s"
+    assert bar_text(1000, 10.0, 1000, 250, 1000) == (
         "[#####...............]  25%  1,000/~4,000  100/s  ETA 0:30"
     )
 

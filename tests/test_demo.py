@@ -23,6 +23,9 @@ def test_demo_runs_green() -> None:
     for flow in ("appointment-reminder", "lead-capture", "order-status"):
         assert f"\n== {flow}\n{flow}: COMPLETED in " in out
     assert out.count("signature valid") == 3 and "INVALID" not in out
+    # the calendar answers the first confirmation 503: the step's retry policy tries again
+    assert out.count("/calendar?method=confirmAppointment") == 3  # the step, two requests
+    assert "-> 200 (2 attempts)" in out
     assert "Traceback" not in result.stderr
     assert out.startswith("Embedded receiver on http://127.0.0.1:")
     assert "(state in a temporary folder)" in out.splitlines()[0]

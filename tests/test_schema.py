@@ -313,7 +313,7 @@ FLOW_CASES = {
         [
             "f.yaml:7:5: error: unknown key 'methdo' in webhook step (expected one of: "
             "description, document, id, method, next, on_failure, parameters, params, "
-            "webhook, when); did you mean 'method'? [schema]"
+            "retry, webhook, when); did you mean 'method'? [schema]"
         ],
     ),
     "unknown key without a close match": (
@@ -467,7 +467,7 @@ PROJECT_CASES = {
             "f.yaml:7:11: error: 'body' must be one of: form, json, none [schema]",
             "f.yaml:8:14: error: 'timeout' must be at most 60 [schema]",
             "f.yaml:9:5: error: unknown key 'urll' in webhook 'crm' (expected one of: auth, "
-            "body, default, headers, method, methods, signing_secret, timeout, url); "
+            "body, default, headers, method, methods, retry, signing_secret, timeout, url); "
             "did you mean 'url'? [schema]",
         ],
     ),
@@ -773,6 +773,8 @@ def test_quick_check_decides_the_payload_schema_too():
         ({"minLength": 2}, "é", False),
         ({"exclusiveMinimum": 0}, 0, False),
         ({"minimum": 0}, True, True),
+        ({"minimum": 0}, float("nan"), True),
+        ({"exclusiveMaximum": 1}, float("nan"), True),
         ({"propertyNames": {"pattern": "^[a-z]+$"}}, {"ok": 1, "Not": 2}, False),
         ({"additionalProperties": False, "patternProperties": {"^x-": True}}, {"x-a": 1}, True),
         ({"if": {"required": ["a"]}, "then": {"required": ["b"]}}, {"a": 1}, False),

@@ -13,6 +13,8 @@ How a batch runs:
   the window, however long the input.
 * Every line read gets exactly one record: the execution record plus ``"line"``, an
   INVALID record, or, after an interrupt, an INTERRUPTED one.
+* Every record is counted into the batch's figures (:mod:`flowrunner.batch.stats`:
+  counts by status and reason, latency percentiles, throughput) when they are wanted.
 * SIGINT or SIGTERM: reading stops, lines not started are INTERRUPTED, executions in
   flight get :data:`GRACE` seconds to finish (a second signal cuts that short) and are
   INTERRUPTED otherwise; the output ends with whole lines.
@@ -32,8 +34,10 @@ from typing import Any
 
 from flowrunner.batch.lines import Chunk, Invalid, LineReader, dumps_line, parse_line
 from flowrunner.batch.progress import Counts, ProgressBar
+from flowrunner.batch.stats import BatchStats
 from flowrunner.errors import StateError
 from flowrunner.execution.context import Inputs
+from flowrunner.execution.record import ExecutionRecord
 from flowrunner.jsoncodec import optional_module
 from flowrunner.runner import Runner
 
@@ -102,15 +106,19 @@ class Ordered:
     pauses the reading while the window is full.
     """
 
-    def __init__(self, output: Output, *, window: int, bar: ProgressBar) -> None:
+    def __init__(
+        self, output: Output, *, window: int, bar: ProgressBar, stats: BatchStats | None = None
+    ) -> None:
         self.output = output
         self.window = window
         self.bar = bar
+        self.stats = stats  # the figures of the summary and the report, when wanted
         self.outcome = Outcome()
         self._results: dict[int, bytes] = {}
         self._next_line = 1  # the number of the next line read
         self._next_out = 1  # the next line to write
         self._read_bytes = 0
+        self._read_lines = 0  # the lines of the chunks counted in _read_bytes
         self._room = asyncio.Event()
         self._stopping = False
         self._ticks = 0
@@ -147,6 +155,7 @@ class Ordered:
             self._reader.taken()
             yield chunk
             self._read_bytes += chunk.size
+            self._read_lines += len(chunk.lines)
 
     def _signalled(self) -> None:
         self.outcome.interrupted = True
@@ -159,6 +168,8 @@ class Ordered:
 
     def _invalid(self, number: int, problem: Invalid) -> None:
         self.outcome.counts.invalid += 1
+        if self.stats is not None:
+            self.stats.add("INVALID", problem.reason, None, None)
         error = {"reason": problem.reason, "message": problem.message}
         self._finish(number, dumps_line({"line": number, "status": "INVALID", "error": error}))
 
@@ -166,6 +177,8 @@ class Ordered:
         """A line not run (no ``execution_id``), or whose execution was cancelled: then
         its id is given, as the execution may have been recorded before it stopped."""
         self.outcome.counts.interrupted += 1
+        if self.stats is not None:
+            self.stats.add("INTERRUPTED", None, None, None)
         record: dict[str, Any] = {"line": number, "status": "INTERRUPTED"}
         if execution_id is not None:
             record["execution_id"] = execution_id
@@ -190,7 +203,7 @@ class Ordered:
 
     def _tick(self) -> None:
         self._ticks += 1
-        self.bar.show(self._next_out - 1, self._read_bytes)
+        self.bar.show(self._next_out - 1, self._read_lines, self._read_bytes)
         if self._ticks % FLUSH_TICKS == 0:
             self.output.flush()
         loop = asyncio.get_running_loop()
@@ -226,8 +239,9 @@ class Batch(Ordered):
         concurrency: int,
         bar: ProgressBar,
         worker: bool = False,
+        stats: BatchStats | None = None,
     ) -> None:
-        super().__init__(output, window=WINDOW_FACTOR * concurrency, bar=bar)
+        super().__init__(output, window=WINDOW_FACTOR * concurrency, bar=bar, stats=stats)
         self.runner = runner
         self.fd = fd
         self.concurrency = concurrency
@@ -308,6 +322,7 @@ class Batch(Ordered):
     async def _worker(self) -> None:
         run = self.runner.run_encoded
         counts = self.outcome.counts
+        stats = self.stats
         while True:
             self._idle()
             if (item := await self._work.get()) is None:
@@ -322,8 +337,13 @@ class Batch(Ordered):
                 return
             except Exception as exc:  # the batch goes on; the record says what happened
                 counts.failed += 1
-                self._finish(number, dumps_line(_crashed(number, inputs, exc)))
+                crashed = _crashed(number, inputs, exc)
+                if stats is not None:
+                    stats.add_record(crashed)
+                self._finish(number, dumps_line(crashed))
                 continue
+            if stats is not None:
+                count_record(stats, record)
             if record.status == "COMPLETED":
                 counts.completed += 1
             else:
@@ -384,6 +404,22 @@ def time_ordered_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def count_record(stats: BatchStats, record: ExecutionRecord) -> None:
+    """Add one execution to ``stats``: the webhook steps that sent count per webhook."""
+    error = record.error
+    stats.add(
+        record.status,
+        error["reason"] if error is not None else None,
+        record.duration_ms,
+        record.ended_at.timestamp(),
+        [
+            (s.webhook or s.id, s.duration_ms)
+            for s in record.steps
+            if s.response is not None and s.kind == "webhook"
+        ],
+    )
+
+
 def _crashed(number: int, inputs: Inputs, exc: Exception) -> dict[str, Any]:
     """The record of an execution that raised: it counts as FAILED."""
     if isinstance(exc, StateError):
@@ -430,8 +466,12 @@ async def run_events(
     concurrency: int,
     bar: ProgressBar,
     worker: bool = False,
+    stats: BatchStats | None = None,
 ) -> Outcome:
-    """Run every line of ``fd`` through ``runner`` (entered here) and write the records."""
+    """Run every line of ``fd`` through ``runner`` (entered here) and write the records;
+    ``stats``, when given, gets every record counted in."""
     async with runner:
-        batch = Batch(runner, fd, output, concurrency=concurrency, bar=bar, worker=worker)
+        batch = Batch(
+            runner, fd, output, concurrency=concurrency, bar=bar, worker=worker, stats=stats
+        )
         return await batch.run()

@@ -2,8 +2,10 @@
 summary line at the end whatever stderr is.
 
 The bar shows records written, the rate and, when the input is a file of known size,
-how far through it the batch has read, the estimated number of lines and the time
-left (both estimated from the bytes read so far).
+the share of the estimated lines written, the estimated number of lines (the lines read
+per byte read so far, times the size of the file) and the time left (the lines still to
+write at the rate so far). It shows 100 % only once every line of the file is read and
+written: while an execution runs, at most 99 %.
 """
 
 from __future__ import annotations
@@ -43,18 +45,23 @@ def summary_line(counts: Counts, seconds: float) -> str:
     )
 
 
-def bar_text(done: int, seconds: float, read: int, total: int | None) -> str:
-    """One line of the progress bar (without the carriage return)."""
+def bar_text(done: int, seconds: float, lines: int, read: int, total: int | None) -> str:
+    """One line of the progress bar (without the carriage return): ``done`` records
+    written after ``seconds``, ``lines`` lines in the ``read`` bytes read of ``total``."""
     rate = done / seconds if seconds > 0 else 0.0
-    if not total or read <= 0:
+    if not total or read <= 0 or lines <= 0:
         return f"{done:,} done  {rate:,.0f}/s"
-    fraction = min(read / total, 1.0)
+    expected = lines if read >= total else max(lines, round(lines * total / read))
+    fraction = done / expected
+    if done < expected or read < total:
+        fraction = min(fraction, 0.99)  # never 100 % while a line may still be running
     filled = int(fraction * WIDTH)
-    expected = int(done / fraction) if fraction > 0 else 0
-    left = seconds * (1 - fraction) / fraction if fraction > 0 else 0.0
+    left = max(expected - done, 0) / rate if rate > 0 else None
+    eta = _clock(left) if left is not None else "-:--"
+    approx = "" if read >= total else "~"
     return (
-        f"[{'#' * filled}{'.' * (WIDTH - filled)}] {fraction:4.0%}  "
-        f"{done:,}/~{expected:,}  {rate:,.0f}/s  ETA {_clock(left)}"
+        f"[{'#' * filled}{'.' * (WIDTH - filled)}] {int(fraction * 100):3d}%  "
+        f"{done:,}/{approx}{expected:,}  {rate:,.0f}/s  ETA {eta}"
     )
 
 
@@ -74,10 +81,11 @@ class ProgressBar:
         self.started = time.monotonic()
         self._shown = False
 
-    def show(self, done: int, read: int) -> None:
+    def show(self, done: int, lines: int, read: int) -> None:
+        """Redraw: ``done`` records written, ``lines`` lines in the ``read`` bytes read."""
         if not self.enabled:
             return
-        text = bar_text(done, time.monotonic() - self.started, read, self.total)
+        text = bar_text(done, time.monotonic() - self.started, lines, read, self.total)
         self.stream.write(f"\r{text}\x1b[K")
         self.stream.flush()
         self._shown = True

@@ -41,6 +41,8 @@ from typing import IO
 from flowrunner.batch.lines import Invalid, Oversize, dumps_line, parse_line
 from flowrunner.batch.local import READY, TICK, Ordered, Outcome, Output
 from flowrunner.batch.progress import ProgressBar
+from flowrunner.batch.stats import BatchStats
+from flowrunner.jsoncodec import loads
 
 READ_SIZE = 1 << 16
 EXIT_CODES = frozenset({0, 1, 75, 130})  # what a worker's batch ends with
@@ -92,8 +94,9 @@ class ParallelBatch(Ordered):
         window: int,
         bar: ProgressBar,
         stderr: IO[bytes],
+        stats: BatchStats | None = None,
     ) -> None:
-        super().__init__(output, window=window, bar=bar)
+        super().__init__(output, window=window, bar=bar, stats=stats)
         self.commands = commands
         self.shares = shares
         self.fd = fd
@@ -258,6 +261,11 @@ class ParallelBatch(Ordered):
             counts.pending += 1
         elif b'"status":"dead"' in push:
             counts.dead += 1
+        if self.stats is not None:
+            try:
+                self.stats.add_record(loads(record))
+            except ValueError:  # counted above; a record a worker garbled has no figures
+                pass
         # every record starts {"line":n, ... : put the batch's number in place of n
         rest = record[record.find(b",") + 1 :]
         self._finish(number, b'{"line":%d,%s\n' % (number, rest))
@@ -283,6 +291,8 @@ class ParallelBatch(Ordered):
 
     def _lost(self, number: int, message: str) -> None:
         self.outcome.counts.failed += 1
+        if self.stats is not None:
+            self.stats.add("FAILED", "WORKER_LOST", None, None)
         error = {"step": None, "reason": "WORKER_LOST", "message": message}
         record = {"line": number, "status": "FAILED", "error": error, "on_complete": None}
         self._finish(number, dumps_line(record))
@@ -318,8 +328,12 @@ async def run_parallel(
     *,
     window: int,
     bar: ProgressBar,
+    stats: BatchStats | None = None,
 ) -> Outcome:
-    """Run every line of ``fd`` over one worker per command; write the records."""
+    """Run every line of ``fd`` over one worker per command; write the records (and
+    count them into ``stats`` when given)."""
     stderr = sys.stderr.buffer
-    batch = ParallelBatch(commands, shares, fd, output, window=window, bar=bar, stderr=stderr)
+    batch = ParallelBatch(
+        commands, shares, fd, output, window=window, bar=bar, stderr=stderr, stats=stats
+    )
     return await batch.run()

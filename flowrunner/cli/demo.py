@@ -100,7 +100,14 @@ class Receiver:
                 "body": body.decode("utf-8", "replace"),
             }
         )
+        if method == "confirmAppointment" and self._busy_once():
+            # the calendar is busy the first time: the step's retry policy tries again
+            return web.json_response({"busy": True}, status=503, headers={"Retry-After": "0"})
         return web.json_response(ANSWERS.get(method, {}))
+
+    def _busy_once(self) -> bool:
+        confirms = [r for r in self.requests if "confirmAppointment" in r["path"] + r["body"]]
+        return len(confirms) == 1
 
     def _push(self, request: web.Request, body: bytes) -> web.Response:
         expected = signing.sign(

@@ -213,6 +213,17 @@ def _check_batch_options(
     metavar="N|auto",
     help="Processes that share the --events lines and the concurrency (auto: one per CPU).",
 )
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.html",
+    help="With --events: write a self-contained HTML report of the batch here.",
+)
+@click.option(
+    "--trace-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write OpenTelemetry spans here as JSON lines (needs flowrunner[otel]).",
+)
 @click.option("--worker", is_flag=True, hidden=True)
 @click.option(
     "--record",
@@ -237,6 +248,8 @@ def run(
     concurrency: int,
     output: Path | None,
     workers: str,
+    report: Path | None,
+    trace_file: Path | None,
     worker: bool,
     record_to: Path | None,
     transport: str | None,
@@ -260,6 +273,10 @@ def run(
         from flowrunner.errors import UsageError
 
         raise UsageError("--record records one real run: not with --events or --dry-run")
+    if events is None and report is not None:
+        from flowrunner.errors import UsageError
+
+        raise UsageError("--report applies to --events only")
     if events is not None:
         code = run_batch(
             **common,
@@ -271,6 +288,8 @@ def run(
             workers=_worker_count(workers, concurrency),
             worker=worker,
             debug=state.debug,
+            report=report,
+            trace_file=trace_file,
         )
         sys.exit(code)
     inputs = {
@@ -286,6 +305,7 @@ def run(
             inputs=inputs,
             as_json=as_json,
             record_to=record_to,
+            trace_file=trace_file,
         )
     )
 

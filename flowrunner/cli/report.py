@@ -72,6 +72,7 @@ def record_text(record: dict[str, Any], *, dry_run: bool = False) -> str:
             status = (step.get("response") or {}).get("status")
             line += f"  {request['method']} {request['url']}"
             line += f" -> {status}" if status is not None else ""
+            line += f" ({step['attempts']} attempts)" if step.get("attempts", 1) > 1 else ""
         if step.get("error"):
             line += f"  ({step['error']})"
         lines.append(line)

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from flowrunner.execution.context import Inputs
 from flowrunner.execution.record import ExecutionRecord
 from flowrunner.project import load_plan, require_root
 from flowrunner.secrets import Secrets, read_secrets_file
+from flowrunner.tracing import open_tracer
 
 if TYPE_CHECKING:
     from flowrunner.batch.local import Outcome
@@ -51,6 +53,7 @@ def run_once(
     as_json: bool,
     record_to: Path | None = None,
     transport: str | None = None,
+    trace_file: Path | None = None,
 ) -> int:
     """Run one execution and print it (and with ``record_to``, append it to that test
     file as a case); returns the exit code."""
@@ -63,10 +66,16 @@ def run_once(
         from flowrunner.testing.record import check_target
 
         check_target(record_to, plan.flow.name)  # before anything runs
+    tracer = open_tracer(trace_file)
 
     async def go() -> ExecutionRecord:
         async with Runner(
-            plan, secrets, dry_run=dry_run, on_complete=on_complete, transport=transport
+            plan,
+            secrets,
+            dry_run=dry_run,
+            on_complete=on_complete,
+            transport=transport,
+            tracer=tracer,
         ) as runner:
             if record_to is None:
                 return await runner.run(Inputs(**inputs))
@@ -74,7 +83,11 @@ def run_once(
 
             return await run_recorded(runner, inputs, record_to)
 
-    record = asyncio.run(go())
+    try:
+        record = asyncio.run(go())
+    finally:
+        if tracer is not None:
+            tracer.close()
     data = record.as_dict()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, default=str))
@@ -109,6 +122,9 @@ def batch_run(
     worker: bool = False,
     debug: bool = False,
     transport: str | None = None,
+    report: Path | None = None,
+    trace_file: Path | None = None,
+    stats: bool = True,
 ) -> int:
     """``run --events``: run every line of ``events``, write the records, summarise.
 
@@ -116,17 +132,22 @@ def batch_run(
     the mode such a process runs in (no progress bar, no summary, output flushed as
     soon as it has nothing queued).
 
+    ``report`` writes the HTML report there; ``stats=False`` leaves out the figures
+    (counts by status and reason, latency percentiles) and allows no report.
+
     Exit 130 when interrupted, else 1 if an execution failed or a line was invalid (or
     the input or output failed), else 75 if a push is still pending, else 0.
     """
     from flowrunner.batch.local import WINDOW_FACTOR, Output, loop_factory, run_events, tune_gc
     from flowrunner.batch.progress import ProgressBar, summary_line
+    from flowrunner.batch.stats import BatchStats, Timeline, summary_lines
     from flowrunner.runner import Runner
 
     if workers > concurrency:
         raise UsageError(f"--workers ({workers}) cannot be more than --concurrency ({concurrency})")
     root = require_root(project)
     plan = load_plan(root, flow)
+    tracer = None if workers > 1 else open_tracer(trace_file, append=worker)
     runner = Runner(
         plan,
         make_secrets(secrets_file, masked=dry_run),
@@ -135,9 +156,12 @@ def batch_run(
         concurrency=concurrency,
         group_commit=True,
         transport=transport,
+        tracer=tracer,
     )
     fd, size = _open_events(events)
     out = Output(_open_output(output))
+    report_fd = _open_report(report) if report is not None and not worker else None
+    figures = BatchStats(timeline=Timeline(start=time.time())) if stats and not worker else None
     bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty() and not worker, total=size)
     tune_gc()
     with asyncio.Runner(loop_factory=loop_factory()) as loop:
@@ -147,17 +171,67 @@ def batch_run(
             if not dry_run:
                 _prepare_state(plan)  # its errors once, here, not once per worker
             parts = shares(concurrency, workers)
-            options = (secrets_file, dry_run, on_complete, debug, transport)
+            spans = _start_spans(trace_file)
+            options = (secrets_file, dry_run, on_complete, debug, transport, spans)
             commands = _worker_commands(root, flow, parts, *options)
             window = WINDOW_FACTOR * concurrency
-            outcome = loop.run(run_parallel(commands, parts, fd, out, window=window, bar=bar))
+            batch = run_parallel(commands, parts, fd, out, window=window, bar=bar, stats=figures)
         else:
-            batch = run_events(runner, fd, out, concurrency=concurrency, bar=bar, worker=worker)
+            batch = run_events(
+                runner, fd, out, concurrency=concurrency, bar=bar, worker=worker, stats=figures
+            )
+        try:
             outcome = loop.run(batch)
+        finally:
+            if tracer is not None:
+                tracer.close()
     if worker:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
     click.echo(summary_line(outcome.counts, outcome.seconds), err=True)
-    return _batch_exit(outcome, events)
+    written = True
+    if figures is not None:
+        figures.seconds = outcome.seconds
+        for line in summary_lines(figures):
+            click.echo(line, err=True)
+        if report_fd is not None:
+            title = f"flowrunner run {flow} --events {events}"
+            written = _write_report(report_fd, report, figures, title)
+    code = _batch_exit(outcome, events)
+    return EXIT_PROBLEMS if not written and code in (EXIT_OK, EXIT_PENDING) else code
+
+
+def _open_report(report: Path) -> int:
+    """The report file, opened (and emptied) before anything runs: a path that cannot
+    be written is a usage error, not a surprise after a long batch."""
+    try:
+        return os.open(report, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        raise UsageError(f"{report}: cannot write the report ({_reason(exc)})") from None
+
+
+def _write_report(fd: int, path: Path | None, figures: Any, title: str) -> bool:
+    """Write the report; False (said on stderr) when it could not be written."""
+    from flowrunner.batch.html import render
+
+    data = render(figures, title=title).encode("utf-8")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        click.echo(f"flowrunner: writing the report {path} failed ({_reason(exc)})", err=True)
+        return False
+    click.echo(f"report: {path}", err=True)
+    return True
+
+
+def _start_spans(trace_file: Path | None) -> Path | None:
+    """Empty ``trace_file`` for the workers to append to (checking it can be written)."""
+    if trace_file is not None:
+        try:
+            trace_file.write_bytes(b"")
+        except OSError as exc:
+            raise UsageError(f"{trace_file}: cannot write spans ({_reason(exc)})") from None
+    return trace_file
 
 
 def _prepare_state(plan: Any) -> None:
@@ -180,6 +254,7 @@ def _worker_commands(
     on_complete: bool,
     debug: bool,
     transport: str | None,
+    trace_file: Path | None = None,
 ) -> list[list[str]]:
     """The command line of each worker process, with its part of the concurrency."""
     common = [sys.executable, "-m", "flowrunner", "--project", str(root)]
@@ -193,6 +268,9 @@ def _worker_commands(
         common.append("--no-on-complete")
     if transport is not None:
         common += ["--transport", transport]
+
+    if trace_file is not None:  # each worker appends its spans, whole lines at a time
+        common += ["--trace-file", str(trace_file)]
     return [[*common, "--concurrency", str(part)] for part in parts]
 
 

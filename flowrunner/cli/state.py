@@ -7,7 +7,9 @@ Both read the project's state file (``state:`` in ``flowrunner.yaml``). Only
 from __future__ import annotations
 
 import json
+import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -185,15 +187,24 @@ def _run_drain(
 
     from flowrunner.net.transport import open_client
     from flowrunner.oncomplete.delivery import Deliverer
+    from flowrunner.tracing import open_tracer
+
+    tracer = open_tracer(None)  # with OTEL_EXPORTER_OTLP_ENDPOINT: a client span a push
 
     timeout, ignore_schedule = how
 
     async def go() -> DeliveryStats:
         async with open_client(project.http, transport=transport) as client:
-            deliverer = Deliverer(store, client, project, secrets)
+            # the traced transport keeps the client's connection limit, all the sender reads
+            sender: Any = client if tracer is None else tracer.transport(client)
+            deliverer = Deliverer(store, sender, project, secrets)
             return await deliverer.drain(timeout=timeout, ignore_schedule=ignore_schedule)
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    finally:
+        if tracer is not None:
+            tracer.close()
 
 
 # ---- runs ------------------------------------------------------------------------
@@ -244,3 +255,66 @@ def show_run(state: State, execution_id: str) -> None:
     if record is None:
         raise UsageError(f"no run with execution id '{execution_id}' (see 'runs list')")
     click.echo(dumps(record))
+
+
+@runs.command("stats")
+@click.option(
+    "--since",
+    metavar="DURATION",
+    help="Only runs started this long ago or later: 30m, 2h, 7d, 1h30m.",
+)
+@click.option("--flow", metavar="NAME", help="Only runs of this flow.")
+@click.option("--json", "as_json", is_flag=True, help="The figures as a JSON object.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.html",
+    help="Also write them as a self-contained HTML page.",
+)
+@click.pass_obj
+@guarded
+def runs_stats(
+    state: State, since: str | None, flow: str | None, as_json: bool, report: Path | None
+) -> None:
+    """Counts by status and error reason, and latency percentiles of executions and of
+    each webhook, from the history (as 'run --events' prints them for a batch)."""
+    from flowrunner.batch.stats import BatchStats, summary_lines
+
+    cutoff = time.time() - parse_duration(since) if since is not None else None
+    figures = BatchStats()
+    with opened(state) as (_, store):
+        for record in store.records(since=cutoff, flow=flow):
+            figures.add_record(record)
+    rates = figures.timeline.rates()
+    figures.seconds = rates[-1][0] + figures.timeline.width if rates else 0.0
+    if report is not None:
+        from flowrunner.batch.html import render
+
+        title = "flowrunner runs stats" + (f" --flow {flow}" if flow else "")
+        title += f" --since {since}" if since else ""
+        try:
+            report.write_text(render(figures, title=title), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{report}: cannot write the report ({exc.strerror})") from None
+    if as_json:
+        click.echo(dumps(figures.as_dict()))
+        return
+    click.echo(f"{figures.total} runs" + (f" of flow {flow}" if flow else "")
+               + (f" started in the last {since}" if since else ""))  # fmt: skip
+    for line in summary_lines(figures):
+        click.echo(line)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30m``, ``2h``, ``7d``, ``1h30m``, ``90s`` or ``1w``; raises
+    UsageError naming the value otherwise."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or len(compact) > 40 or "".join(n + u for n, u in parts) != compact:
+        shown = text[:40].encode("unicode_escape").decode("ascii")
+        raise UsageError(f"--since: '{shown}' is not a duration such as 30m, 2h, 7d or 1h30m")
+    return sum(float(n) * _UNIT[u] for n, u in parts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -91,6 +92,45 @@ class Inputs:
     keys: dict[str, Any] = field(default_factory=dict)
     user_keys: dict[str, Any] = field(default_factory=dict)
     execution_id: str | None = None
+    traceparent: str | None = None  # a W3C traceparent the execution's trace continues
+
+
+class Span(Protocol):
+    """A span being recorded (:class:`Tracer`)."""
+
+    def set(self, attributes: Mapping[str, str | int | float | bool]) -> None:
+        """Add attributes to the span."""
+        ...
+
+    def fail(self, message: str) -> None:
+        """Mark the span as an error, saying why."""
+        ...
+
+
+class Tracer(Protocol):
+    """Where spans go: an execution span, a span per step, a client span per request.
+
+    The implementation (:mod:`flowrunner.tracing`) is loaded only when tracing is on;
+    without one nothing is traced and nothing of a tracing library is imported.
+    """
+
+    def execution(
+        self, execution_id: str, flow: str, traceparent: str | None = None
+    ) -> AbstractContextManager[Span]:
+        """The span of one execution: a new trace, or ``traceparent``'s when valid."""
+        ...
+
+    def step(self, step_id: str, kind: str) -> AbstractContextManager[Span]:
+        """The span of one step, inside the current execution's span."""
+        ...
+
+    def transport(self, inner: Transport) -> Transport:
+        """``inner`` with a client span around each request and ``traceparent`` on it."""
+        ...
+
+    def close(self) -> None:
+        """Export what is left and stop."""
+        ...
 
 
 @dataclass(slots=True, kw_only=True)
@@ -101,6 +141,7 @@ class Services:
     secrets: Secrets
     users: UserKeyStore
     dry_run: bool = False
+    tracer: Tracer | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -107,6 +107,23 @@ class Engine:
         return None
 
     async def _step(self, step: CompiledStep, ctx: Context) -> StepResult:
+        tracer = self.services.tracer
+        if tracer is None:
+            return await self._run_step(step, ctx)
+        with tracer.step(step.step.id, _kind(step)) as span:
+            result = await self._run_step(step, ctx)
+            trace = result.trace
+            attributes: dict[str, str | int] = {"flowrunner.step.outcome": trace.outcome}
+            if trace.webhook is not None:
+                attributes["flowrunner.webhook"] = trace.webhook
+            if trace.attempts is not None:
+                attributes["flowrunner.step.attempts"] = trace.attempts
+            span.set(attributes)
+            if result.failure is not None:
+                span.fail(f"{result.failure.reason}: {result.failure.message}")
+            return result
+
+    async def _run_step(self, step: CompiledStep, ctx: Context) -> StepResult:
         began = time.perf_counter()
         try:
             if _skipped(step, ctx):

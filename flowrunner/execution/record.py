@@ -23,6 +23,8 @@ class StepTrace:
     request: dict[str, Any] | None = None
     response: dict[str, Any] | None = None
     error: str | None = None
+    webhook: str | None = None  # a webhook step: the webhook it called
+    attempts: int | None = None  # a webhook step that sent: how many requests it made
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -37,6 +39,10 @@ class StepTrace:
             out["response"] = self.response
         if self.error is not None:
             out["error"] = self.error
+        if self.webhook is not None:
+            out["webhook"] = self.webhook
+        if self.attempts is not None:
+            out["attempts"] = self.attempts
         return out
 
 

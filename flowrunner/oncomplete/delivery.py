@@ -26,14 +26,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from flowrunner.errors import SecretError
 from flowrunner.net import request as wire
 from flowrunner.net import signing
 from flowrunner.net.request import HttpRequest, HttpResponse
+from flowrunner.net.retry_after import retry_after as bounded_retry_after
 from flowrunner.net.transport import Client
 from flowrunner.secrets import Secrets
 from flowrunner.source.model import Project, Webhook
@@ -116,27 +115,10 @@ def judge(response: HttpResponse, now: float) -> Verdict:
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """The unix time a ``Retry-After`` header (seconds or HTTP date) names; None if none."""
-    value = _header(headers, "retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return now + int(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None  # an unreadable value is ignored, like browsers do
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    return next((v for k, v in headers.items() if k.lower() == name), None)
+    """The unix time a ``Retry-After`` header (seconds or HTTP date) names; None if none
+    or unreadable (a huge or junk value included)."""
+    seconds = bounded_retry_after(headers, now)
+    return None if seconds is None else now + seconds
 
 
 def merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ collected as a :class:`~flowrunner.errors.Diagnostic`; nothing stops at the firs
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from flowrunner.document import Path as DocPath
@@ -42,6 +43,7 @@ def compile_project(project: m.Project) -> tuple[CompiledProject, list[Diagnosti
     compiled = {}
     for hook in project.webhooks.values():
         _check_scheme(hook, project.http, problems)
+        check_retry(hook.retry, f"webhook '{hook.name}'", problems)
         owner = f"webhook '{hook.name}' field "
         url = problems.compile(hook.url, hook.path + ("url",), None, "url", owner + "'url': ")
         headers: dict[str, Compiled | m.SecretRef] = {}
@@ -178,6 +180,7 @@ def _compile_step(
             assignments=_assignments(step, problems),
         )
     hook, method = _resolve_method(step, cproject, problems)
+    check_retry(step.retry, f"step '{step.id}'", problems)
     failure = None
     if step.on_failure is not None:
         failure = _jump(flow, step.on_failure, i, index, step.path + ("on_failure",), problems)
@@ -195,7 +198,28 @@ def _compile_step(
         failure_index=failure,
         webhook=hook,
         method=method,
+        retry=step.retry or (hook.webhook.retry if hook is not None else None),
     )
+
+
+def check_retry(policy: m.RetryPolicy | None, owner: str, problems: Problems) -> None:
+    """Collect what the schema cannot see in a retry policy: a number that is not finite
+    (YAML's ``.nan`` passes every bound), a first wait longer than the longest allowed."""
+    if policy is None:
+        return
+    numbers = {"delay": policy.delay, "max_delay": policy.max_delay, "jitter": policy.jitter}
+    bad = [name for name, value in numbers.items() if not math.isfinite(value)]
+    for name in bad:
+        problems.add(
+            policy.path + (name,), "retry-policy", f"{owner}: retry {name} must be a number"
+        )
+    if not bad and policy.attempts > 1 and policy.delay > policy.max_delay:
+        problems.add(
+            policy.path + ("delay",),
+            "retry-policy",
+            f"{owner}: retry delay {policy.delay:g} s is longer than max_delay "
+            f"{policy.max_delay:g} s (raise max_delay or lower delay)",
+        )
 
 
 def _assignments(step: m.OperationStep, problems: Problems) -> tuple[CompiledAssignment, ...]:

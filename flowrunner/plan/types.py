@@ -43,6 +43,7 @@ class CompiledStep:
     failure_index: int | None = None  # None: a failure ends the execution FAILED
     webhook: CompiledWebhook | None = None
     method: m.Method | None = None
+    retry: m.RetryPolicy | None = None  # the step's own, else its webhook's; None: one attempt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

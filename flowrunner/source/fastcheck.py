@@ -176,9 +176,11 @@ def _size(kind: type[Sized], most: bool) -> Callable[[Any, Any, Any], bool]:
     return check
 
 
-def _bound(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any, Any], bool]:
+def _bound(breaks: Callable[[Any, Any], bool]) -> Callable[[Any, Any, Any], bool]:
+    # as jsonschema words it: a value is refused when it breaks the bound, so that NaN,
+    # which compares false with everything, passes as it does there
     def check(limit: Any, instance: Any, _: Any) -> bool:
-        return not _number(instance) or bool(test(instance, limit))
+        return not _number(instance) or not breaks(instance, limit)
 
     return check
 
@@ -204,10 +206,10 @@ _KEYWORDS: dict[str, Callable[[Any, Any, Mapping[str, Any]], bool]] = {
     "maxItems": _size(list, most=True),
     "minProperties": _size(dict, most=False),
     "maxProperties": _size(dict, most=True),
-    "minimum": _bound(lambda v, limit: v >= limit),
-    "maximum": _bound(lambda v, limit: v <= limit),
-    "exclusiveMinimum": _bound(lambda v, limit: v > limit),
-    "exclusiveMaximum": _bound(lambda v, limit: v < limit),
+    "minimum": _bound(lambda v, limit: v < limit),
+    "maximum": _bound(lambda v, limit: v > limit),
+    "exclusiveMinimum": _bound(lambda v, limit: v <= limit),
+    "exclusiveMaximum": _bound(lambda v, limit: v >= limit),
     "allOf": lambda subs, instance, _: all(_valid(s, instance) for s in subs),
     "anyOf": lambda subs, instance, _: any(_valid(s, instance) for s in subs),
     "oneOf": lambda subs, instance, _: sum(1 for s in subs if _valid(s, instance)) == 1,

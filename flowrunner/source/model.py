@@ -56,6 +56,26 @@ class Method:
     response: dict[str, str] = field(default_factory=dict)  # flow key <- dotted path
 
 
+RETRY_ON_DEFAULT: tuple[str, ...] = ("timeout", "connection", "5xx", "429")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """``retry:`` of a webhook step or a webhook: how often and when a call is tried again.
+
+    ``on`` holds ``timeout``, ``connection``, ``4xx``, ``5xx`` or a status code as text
+    (``"429"``, ``"404"``); ``path`` is where the policy sits in its file.
+    """
+
+    attempts: int
+    backoff: Literal["constant", "exponential"] = "exponential"
+    delay: float = 0.5
+    max_delay: float = 10.0
+    jitter: float = 0.2
+    on: tuple[str, ...] = RETRY_ON_DEFAULT
+    path: DocPath = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Webhook:
     name: str
@@ -69,6 +89,7 @@ class Webhook:
     signing_secret: SecretRef | None = None
     methods: dict[str, Method] = field(default_factory=dict)
     path: DocPath = ()
+    retry: RetryPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +168,7 @@ class WebhookStep(StepBase):
     params: dict[str, Any] = field(default_factory=dict)
     document: str = ""
     on_failure: str | None = None
+    retry: RetryPolicy | None = None
 
 
 Step = OperationStep | WebhookStep

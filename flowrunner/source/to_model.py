@@ -26,6 +26,22 @@ def _header(value: Any) -> str | m.SecretRef:
     return _secret(value) if isinstance(value, dict) else str(value)
 
 
+def _retry(value: Any, path: tuple[str | int, ...]) -> m.RetryPolicy | None:
+    """The policy of a schema-valid ``retry:`` mapping (None when absent)."""
+    if not isinstance(value, dict):
+        return None
+    on = value.get("on", m.RETRY_ON_DEFAULT)
+    return m.RetryPolicy(
+        attempts=int(value["attempts"]),
+        backoff=cast(Any, value.get("backoff", "exponential")),
+        delay=float(value.get("delay", 0.5)),
+        max_delay=float(value.get("max_delay", 10.0)),
+        jitter=float(value.get("jitter", 0.2)),
+        on=tuple(str(item) for item in on),
+        path=path,
+    )
+
+
 def _webhook(name: str, data: dict[str, Any]) -> m.Webhook:
     methods = {
         mname: m.Method(
@@ -48,6 +64,7 @@ def _webhook(name: str, data: dict[str, Any]) -> m.Webhook:
         signing_secret=_secret(signing) if isinstance(signing, dict) else None,
         methods=methods,
         path=("webhooks", name),
+        retry=_retry(data.get("retry"), ("webhooks", name, "retry")),
     )
 
 
@@ -106,6 +123,7 @@ def _step(index: int, data: dict[str, Any]) -> m.Step:
             params=dict(data.get("params") or {}),
             document=str(data.get("document", "")),
             on_failure=data.get("on_failure"),
+            retry=_retry(data.get("retry"), ("steps", index, "retry")),
         )
     assignments = tuple(
         m.Assignment(target=str(k), value=v) for k, v in (data.get("set") or {}).items()

@@ -10,7 +10,7 @@ values of :mod:`flowrunner.state.records`. Every storage failure raises
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from flowrunner.state.records import NewPush, OutboxRow, Record
@@ -67,6 +67,13 @@ class History(Protocol):
         self, *, older_than: float | None, keep: int | None, now: float | None = None
     ) -> int:
         """Delete runs older than ``older_than`` seconds and beyond the newest ``keep``."""
+        ...
+
+    def records(
+        self, *, since: float | None = None, flow: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The stored execution records started at or after ``since`` (unix seconds),
+        of ``flow`` only when given, oldest first, read a few hundred at a time."""
         ...
 
 

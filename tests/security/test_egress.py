@@ -271,7 +271,7 @@ def test_tls_switch_in_a_project_is_an_error(tmp_path):
     first, summary = result.stdout.splitlines()
     assert first == (
         f"{project.root}/flowrunner.yaml:12:5: error: unknown key 'verify' in webhook 'hook' "
-        "(expected one of: auth, body, default, headers, method, methods, signing_secret, "
-        "timeout, url) [schema]"
+        "(expected one of: auth, body, default, headers, method, methods, retry, "
+        "signing_secret, timeout, url) [schema]"
     )
     assert summary == "1 error(s), 0 warning(s)"

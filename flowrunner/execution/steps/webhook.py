@@ -3,17 +3,19 @@ the JSON answer into flow keys."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from flowrunner.errors import StepFailure, TemplateError, Where
+from flowrunner.execution import retry
 from flowrunner.execution.context import Context, StepResult
 from flowrunner.execution.record import StepTrace
 from flowrunner.jsoncodec import dumps_strict, loads
 from flowrunner.net import request as wire
 from flowrunner.net import signing
-from flowrunner.net.request import HttpRequest
+from flowrunner.net.request import HttpRequest, HttpResponse
 from flowrunner.plan.types import CompiledStep, CompiledWebhook
 from flowrunner.source import model as m
 from flowrunner.templating import format_text
@@ -202,7 +204,8 @@ def apply_answer(
 
 
 async def run_webhook(step: CompiledStep, ctx: Context) -> StepResult:
-    """Call the webhook; a non-2xx answer or no answer is a failed step."""
+    """Call the webhook, again while the step's retry policy allows; a non-2xx answer
+    or no answer after the last attempt is a failed step."""
     began = time.perf_counter()
     request = prepare(step, ctx)
     shown: dict[str, Any] = {"method": request.method, "url": request.url}
@@ -211,17 +214,39 @@ async def run_webhook(step: CompiledStep, ctx: Context) -> StepResult:
         shown["headers"] = _masked(request.headers)
         shown["body"] = _decode(request.body)
         return StepResult(trace=_trace(step, began, "ok", shown, None))
-    assert ctx.services.client is not None  # only a dry run has none
-    answer = await ctx.services.client.send(request)
+    answer, attempts = await _attempts(step, ctx, request)
     reason = apply_answer(step, ctx, answer.status, answer.body, answer.failure, answer.duration)
     response = {"status": answer.status}
     if reason is None:
-        return StepResult(trace=_trace(step, began, "ok", shown, response))
+        return StepResult(trace=_trace(step, began, "ok", shown, response, attempts=attempts))
     message = answer.message or f"HTTP {answer.status}"
     failure = StepFailure(step=step.step.id, reason=reason, message=message)
-    return StepResult(
-        trace=_trace(step, began, "failed", shown, response, message), failure=failure
-    )
+    trace = _trace(step, began, "failed", shown, response, message, attempts=attempts)
+    return StepResult(trace=trace, failure=failure)
+
+
+async def _attempts(
+    step: CompiledStep, ctx: Context, request: HttpRequest
+) -> tuple[HttpResponse, int]:
+    """The last answer and the number of attempts: one, or as many as the retry policy
+    allows while the failures are ones it retries. Every attempt carries the same
+    ``Idempotency-Key``; a signed request is signed again with a fresh timestamp."""
+    client = ctx.services.client
+    assert client is not None  # only a dry run has none
+    policy = step.retry
+    attempt = 1
+    while True:
+        answer = await client.send(request)
+        if (
+            policy is None
+            or attempt >= policy.attempts
+            or not retry.retryable(policy, answer.status, answer.failure)
+        ):
+            return answer, attempt
+        await asyncio.sleep(retry.wait(policy, attempt, answer.headers, time.time()))
+        attempt += 1
+        if step.webhook is not None and step.webhook.webhook.signing_secret is not None:
+            request = prepare(step, ctx)
 
 
 def _trace(
@@ -231,6 +256,8 @@ def _trace(
     request: dict[str, Any],
     response: dict[str, Any] | None,
     error: str | None = None,
+    *,
+    attempts: int | None = None,
 ) -> StepTrace:
     return StepTrace(
         id=step.step.id,
@@ -240,4 +267,6 @@ def _trace(
         request=request,
         response=response,
         error=error,
+        webhook=step.webhook.webhook.name if step.webhook is not None else None,
+        attempts=attempts,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from flowrunner.state.records import NewPush, Record, push_row, run_row
@@ -96,7 +96,25 @@ class HistoryMixin(Connection):
             )
         return len(doomed)
 
+    def records(
+        self, *, since: float | None = None, flow: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The stored records started at or after ``since``, of ``flow`` when given, oldest
+        first; :data:`READ_BATCH` rows at a time, so memory stays flat."""
+        sql = "SELECT record FROM runs WHERE started_at >= ? AND (? IS NULL OR flow = ?) "
+        sql += "ORDER BY started_at, rowid"
+        with self._translate("read the history"):
+            cursor = self._conn.execute(sql, (since if since is not None else 0.0, flow, flow))
+        while True:
+            with self._translate("read the history"):
+                rows = cursor.fetchmany(READ_BATCH)
+            if not rows:
+                return
+            for (text,) in rows:
+                yield json.loads(text)
 
+
+READ_BATCH = 500
 _INSERT_RUN = "INSERT INTO runs (execution_id, flow, status, started_at, ended_at, record) VALUES "
 _INSERT_PUSH = (
     "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, status, "

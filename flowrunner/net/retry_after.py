@@ -1,0 +1,38 @@
+"""``Retry-After`` read defensively: a peer's header may be huge, junk or far away."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+MAX_CHARS = 64  # longer than any HTTP date or sensible number of seconds
+_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() takes other digits too
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` (lower case), whatever the case of the stored names."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds from ``now`` that a ``Retry-After`` header (seconds or an HTTP date) asks
+    to wait, never negative; None when there is none or it cannot be read (ignored, as
+    browsers do). Never raises, whatever the value."""
+    value = header(headers, "retry-after")
+    if value is None or len(value) > MAX_CHARS:
+        return None
+    value = value.strip()
+    if _SECONDS.fullmatch(value):
+        return float(int(value))
+    try:
+        moment = parsedate_to_datetime(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return max(0.0, moment.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None
