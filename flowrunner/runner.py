@@ -172,11 +172,11 @@ class Runner:
         users: UserKeyStore
         if self.dry_run:
             # what a real run would read (seeds, then the stored values), never written
-            stored: dict[str, Any] = {}
-            if self.project.state.exists():
-                from flowrunner.state import read_user_keys
+            from flowrunner.state import read_user_keys
 
-                stored = read_user_keys(self.project.state)
+            # a masked (dry-run) secret is no password: read it from the environment
+            secrets = None if self.secrets.masked else self.secrets
+            stored = read_user_keys(self.project.state, secrets)
             users = MemoryUserKeys({**self.project.user_keys, **stored})
         else:
             users = await self._open_state()
@@ -191,7 +191,7 @@ class Runner:
         from flowrunner.oncomplete.delivery import Deliverer
         from flowrunner.state import open_recorder, open_store
 
-        self.store = open_store(self.project.state)
+        self.store = open_store(self.project.state, self.secrets)
         self._stack.callback(self.store.close)
         self.store.seed_user_keys(self.project.user_keys)
         self._stack.callback(self._prune)  # runs after everything opened below is closed
