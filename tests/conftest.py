@@ -24,6 +24,7 @@ import pytest
 import yaml
 from aiohttp import web
 from click.testing import CliRunner, Result
+from pg import PgServer, start_server
 
 from flowrunner.cli.main import main
 from flowrunner.execution.context import Inputs
@@ -33,8 +34,6 @@ from flowrunner.project import load_plan
 from flowrunner.runner import Runner
 from flowrunner.secrets import Secrets
 from flowrunner.source.model import PostgresPlace, StatePlace
-
-from pg import PgServer, start_server
 
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
