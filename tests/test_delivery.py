@@ -31,10 +31,11 @@ from flowrunner.source.model import (
     HttpPolicy,
     Project,
     SecretRef,
+    StatePlace,
     Webhook,
 )
+from flowrunner.state import StateStore, open_store
 from flowrunner.state.records import NewPush
-from flowrunner.state.sqlite.store import Store
 
 SIGNING_KEY = b"an independent key of 32 bytes!!"
 SIGNING_SECRET = "whsec_" + base64.b64encode(SIGNING_KEY).decode()
@@ -117,7 +118,7 @@ def make_project(
     )
 
 
-def record_pushes(store: Store, url: str, count: int, prefix: str = "e") -> list[NewPush]:
+def record_pushes(store: StateStore, url: str, count: int, prefix: str = "e") -> list[NewPush]:
     pushes = []
     for i in range(count):
         execution_id = f"{prefix}{i}"
@@ -148,8 +149,8 @@ def signature_ok(headers: dict[str, str], body: bytes) -> bool:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "state.db")
+def store(place: StatePlace) -> Iterator[StateStore]:
+    opened = open_store(place)  # on SQLite and on PostgreSQL
     yield opened
     opened.close()
 
@@ -175,7 +176,7 @@ class SkewedClock:
 
 
 async def test_three_failures_then_delivered_once(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     clock = SkewedClock()
     sink = Sink(script=[(500, {})] * 3)
@@ -204,7 +205,9 @@ async def test_three_failures_then_delivered_once(
     assert not signature_ok(stale, pushed.payload)  # a signature is bound to its timestamp
 
 
-async def test_schedule_spent_means_dead(aiohttp_server: Any, store: Store, tmp_path: Path) -> None:
+async def test_schedule_spent_means_dead(
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
+) -> None:
     sink = Sink(script=[(503, {})] * 10)
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url, schedule=(0.05, 0.05))
@@ -221,7 +224,7 @@ async def test_schedule_spent_means_dead(aiohttp_server: Any, store: Store, tmp_
 
 @pytest.mark.parametrize("status", [410, 400, 404, 302])
 async def test_other_statuses_are_dead_at_once(
-    aiohttp_server: Any, store: Store, tmp_path: Path, status: int
+    aiohttp_server: Any, store: StateStore, tmp_path: Path, status: int
 ) -> None:
     headers = {"Location": "http://127.0.0.1:1/"} if status == 302 else {}
     sink = Sink(script=[(status, headers)])
@@ -239,7 +242,7 @@ async def test_other_statuses_are_dead_at_once(
 
 @pytest.mark.parametrize("form", ["seconds", "date"])
 async def test_retry_after_is_the_earliest_next_attempt(
-    aiohttp_server: Any, store: Store, tmp_path: Path, form: str
+    aiohttp_server: Any, store: StateStore, tmp_path: Path, form: str
 ) -> None:
     value = "2" if form == "seconds" else formatdate(time.time() + 3, usegmt=True)
     sink = Sink(script=[(429, {"Retry-After": value})])
@@ -258,7 +261,7 @@ async def test_retry_after_is_the_earliest_next_attempt(
     assert again.attempts == 0 and len(sink.received) == 1  # nothing sent before then
 
 
-async def test_jitter_stays_within_twenty_percent(store: Store, tmp_path: Path) -> None:
+async def test_jitter_stays_within_twenty_percent(store: StateStore, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens
     project = make_project(tmp_path, url, schedule=(100.0,))
     pushes = record_pushes(store, url, 20)
@@ -280,7 +283,7 @@ async def test_jitter_stays_within_twenty_percent(store: Store, tmp_path: Path) 
 
 
 async def test_receiver_outage_loses_nothing(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
@@ -300,12 +303,12 @@ async def test_receiver_outage_loses_nothing(
 
 
 async def test_two_drains_never_send_a_push_twice_at_once(
-    aiohttp_server: Any, tmp_path: Path
+    aiohttp_server: Any, tmp_path: Path, place: StatePlace
 ) -> None:
     sink = Sink(delay=0.02)
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
-    first, second = Store.open(project.state), Store.open(project.state)
+    first, second = open_store(place), open_store(place)
     pushes = record_pushes(first, url, 150)
     async with HttpClient(project.http) as one, HttpClient(project.http) as two:
         a = Deliverer(first, one, project, Secrets(ENV), owner="A")
@@ -322,7 +325,7 @@ async def test_two_drains_never_send_a_push_twice_at_once(
 
 
 async def test_an_expired_lease_is_taken_over(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
@@ -338,7 +341,9 @@ async def test_an_expired_lease_is_taken_over(
     assert [r.headers["webhook-id"] for r in sink.received] == [pushed.id]
 
 
-async def test_a_live_lease_is_respected(aiohttp_server: Any, store: Store, tmp_path: Path) -> None:
+async def test_a_live_lease_is_respected(
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
+) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
@@ -353,7 +358,7 @@ async def test_a_live_lease_is_respected(aiohttp_server: Any, store: Store, tmp_
 
 
 async def test_drain_stops_when_the_next_attempt_is_past_the_timeout(
-    store: Store, tmp_path: Path
+    store: StateStore, tmp_path: Path
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"
     project = make_project(tmp_path, url, schedule=(30.0,))
@@ -369,7 +374,7 @@ async def test_drain_stops_when_the_next_attempt_is_past_the_timeout(
 
 
 async def test_a_missing_secret_keeps_the_push_pending(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
@@ -385,7 +390,7 @@ async def test_a_missing_secret_keeps_the_push_pending(
     assert row.next_attempt_at > time.time() and sink.received == []
 
 
-async def test_a_removed_webhook_is_dead(store: Store, tmp_path: Path) -> None:
+async def test_a_removed_webhook_is_dead(store: StateStore, tmp_path: Path) -> None:
     url = "http://127.0.0.1:9/hook"
     project = make_project(tmp_path, url, webhooks=False)
     (pushed,) = record_pushes(store, url, 1)
@@ -405,7 +410,7 @@ async def test_a_removed_webhook_is_dead(store: Store, tmp_path: Path) -> None:
     ],
 )
 async def test_refused_by_policy_is_retried(
-    aiohttp_server: Any, store: Store, tmp_path: Path, policy: HttpPolicy, error: str
+    aiohttp_server: Any, store: StateStore, tmp_path: Path, policy: HttpPolicy, error: str
 ) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
@@ -423,7 +428,7 @@ async def test_refused_by_policy_is_retried(
 
 
 async def test_send_now_reports_each_push(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     sink = Sink(script=[(200, {}), (502, {})], delay=0.01)
     url = await serve(aiohttp_server, sink)
