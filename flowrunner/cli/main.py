@@ -26,6 +26,8 @@ class LazyGroup(click.Group):
     lazy = {
         "db": "flowrunner.cli.db:db",
         "deliveries": "flowrunner.cli.state:deliveries",
+        "enqueue": "flowrunner.cli.queue:enqueue",
+        "worker": "flowrunner.cli.queue:worker",
         "runs": "flowrunner.cli.state:runs",
     }
 

@@ -104,6 +104,11 @@ class HistoryPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkersPolicy:
+    lease: float = 30.0  # seconds a claimed execution is held before it may be taken over
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Project:
     """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state place."""
 
@@ -115,6 +120,7 @@ class Project:
     state: StatePlace = Path(DEFAULT_STATE)
     delivery: DeliveryPolicy = DeliveryPolicy()
     history: HistoryPolicy = HistoryPolicy()
+    workers: WorkersPolicy = WorkersPolicy()
 
     @property
     def file(self) -> str:

@@ -105,6 +105,7 @@ def build_project(doc: Document, root: Path) -> m.Project:
             keep_days=float(history.get("keep_days", 30)),
             keep_runs=int(history.get("keep_runs", 100_000)),
         ),
+        workers=m.WorkersPolicy(lease=float((data.get("workers") or {}).get("lease", 30))),
     )
 
 

@@ -40,11 +40,13 @@ def open_store(place: StatePlace, secrets: Secrets | None = None) -> StateStore:
     return Store.open(place)
 
 
-def open_recorder(store: StateStore) -> Recorder:
-    """The group committer of execution ends for ``store`` (an async context manager)."""
+def open_recorder(store: StateStore, *, queue: bool = False) -> Recorder:
+    """The group committer of execution ends for ``store`` (an async context manager);
+    ``queue=True``: of queued executions, each removed from the queue as it is recorded
+    (PostgreSQL only)."""
     from flowrunner.state.sqlite.store import Store
 
-    if isinstance(store, Store):
+    if isinstance(store, Store) and not queue:
         from flowrunner.state.sqlite.recorder import AsyncRecorder
 
         return AsyncRecorder(store)
@@ -52,7 +54,7 @@ def open_recorder(store: StateStore) -> Recorder:
     from flowrunner.state.postgres.store import PgStore
 
     assert isinstance(store, PgStore), f"no recorder for {type(store).__name__}"
-    return PgRecorder(store)
+    return PgRecorder(store, queue=queue)
 
 
 def read_user_keys(place: StatePlace, secrets: Secrets | None = None) -> dict[str, Any]:

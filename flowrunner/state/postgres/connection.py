@@ -75,16 +75,14 @@ class PgConnection:
         """Open the connection, trying for ``within`` seconds on transient failures."""
         self.run("connect", lambda cur: None, within=within)
 
+    def connect_kwargs(self) -> dict[str, Any]:
+        """What :func:`psycopg.connect` needs besides the URL (and ``autocommit``)."""
+        extra: dict[str, Any] = {} if self._password is None else {"password": self._password}
+        return {"connect_timeout": CONNECT_TIMEOUT, "application_name": "flowrunner", **extra}
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            extra: dict[str, Any] = {} if self._password is None else {"password": self._password}
-            self._conn = psycopg.connect(
-                self.place.url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT,
-                application_name="flowrunner",
-                **extra,
-            )
+            self._conn = psycopg.connect(self.place.url, autocommit=True, **self.connect_kwargs())
         return self._conn
 
     def _drop(self) -> None:

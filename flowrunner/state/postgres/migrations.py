@@ -76,7 +76,40 @@ CREATE INDEX outbox_execution ON outbox (execution_id);
 CREATE INDEX outbox_created ON outbox (created_at, id);
 """
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "user keys, runs, outbox", _INITIAL),)
+_QUEUE = """
+CREATE TABLE queue (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    execution_id text NOT NULL UNIQUE,
+    request_id text NOT NULL,
+    flow text NOT NULL,
+    inputs text NOT NULL,
+    enqueued_at double precision NOT NULL,
+    lease_owner text,
+    lease_until double precision
+);
+CREATE INDEX queue_waiting ON queue (seq) WHERE lease_owner IS NULL;
+CREATE INDEX queue_lease ON queue (lease_until) WHERE lease_owner IS NOT NULL;
+CREATE INDEX queue_owner ON queue (lease_owner);
+CREATE TABLE requests (
+    request_id text PRIMARY KEY,
+    flow text NOT NULL,
+    answer text NOT NULL,
+    created_at double precision NOT NULL
+);
+CREATE INDEX requests_created ON requests (created_at);
+CREATE TABLE idempotency_keys (
+    key text PRIMARY KEY,
+    fingerprint text NOT NULL,
+    request_id text NOT NULL,
+    created_at double precision NOT NULL
+);
+CREATE INDEX idempotency_created ON idempotency_keys (created_at);
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "user keys, runs, outbox", _INITIAL),
+    (2, "execution queue, requests, idempotency keys", _QUEUE),
+)
 LATEST = MIGRATIONS[-1][0]
 
 

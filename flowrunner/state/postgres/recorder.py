@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from flowrunner.errors import StateError
 from flowrunner.state.postgres.store import PgStore
 from flowrunner.state.records import Item, NewPush, Record
 
+T = TypeVar("T")
+
 
 class PgRecorder:
-    """Records execution ends from asyncio code, in group commits.
+    """Records execution ends from asyncio code, in group commits; with ``queue=True``
+    each commit also removes the executions from the queue (:meth:`PgStore.finish`),
+    and :meth:`call` runs other store calls (claims, renewals) in the same thread.
 
     Every end queues for one worker thread with its own connection, which commits
     everything that queued while its previous commit ran in one transaction: one
@@ -20,7 +26,8 @@ class PgRecorder:
     bad item (a duplicate id) fails alone, its neighbours are committed one by one.
     """
 
-    def __init__(self, store: PgStore, *, max_batch: int = 2000) -> None:
+    def __init__(self, store: PgStore, *, max_batch: int = 2000, queue: bool = False) -> None:
+        self.queue = queue
         self.commits = 0  # transactions committed, for tests and benchmarks
         self._main = store
         self._max_batch = max_batch
@@ -44,6 +51,22 @@ class PgRecorder:
             self._pump = loop.create_task(self._run())
         await future
 
+    async def call(self, func: Callable[[PgStore], T]) -> T:
+        """``func(store)`` in the worker thread, on its connection; its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: func(self._thread_store()))
+
+    def _thread_store(self) -> PgStore:  # in the worker thread
+        if self._store is None:
+            self._store = self._main.sibling()
+        return self._store
+
+    def _write(self, store: PgStore, items: list[Item]) -> None:
+        if self.queue:
+            store.finish(items)
+        else:
+            store.record_ends(items)
+
     async def aclose(self) -> None:
         """Wait for queued records, then close the worker's connection and thread."""
         if self._pump is not None:
@@ -65,20 +88,19 @@ class PgRecorder:
             _settle(batch, errors)
 
     def _commit(self, items: list[Item]) -> list[Exception | None]:  # in the worker thread
-        if self._store is None:
-            self._store = self._main.sibling()
+        store = self._thread_store()
         try:
-            self._store.record_ends(items)
+            self._write(store, items)
             self.commits += 1
             return [None] * len(items)
         except StateError as exc:
             if len(items) == 1:
                 return [exc]
-        return [self._commit_one(self._store, item) for item in items]
+        return [self._commit_one(store, item) for item in items]
 
     def _commit_one(self, store: PgStore, item: Item) -> Exception | None:
         try:
-            store.record_ends([item])
+            self._write(store, [item])
         except StateError as exc:
             return exc
         self.commits += 1

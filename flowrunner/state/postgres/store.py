@@ -19,7 +19,9 @@ from flowrunner.source.model import PostgresPlace
 from flowrunner.state.postgres import migrations
 from flowrunner.state.postgres.connection import OPEN_SECONDS, Cursor, PgConnection
 from flowrunner.state.postgres.history import PgHistory
+from flowrunner.state.postgres.listen import Listener
 from flowrunner.state.postgres.outbox import PgOutbox
+from flowrunner.state.postgres.queue import PgQueue
 from flowrunner.state.records import dump_value
 
 _UPSERT_KEY = (
@@ -48,7 +50,7 @@ def stored_user_keys(place: PostgresPlace, password: str | None) -> dict[str, An
         conn.close()
 
 
-class PgStore(PgOutbox, PgHistory):
+class PgStore(PgQueue, PgOutbox, PgHistory):
     """A connection to the PostgreSQL store. Use it from the thread that opened it."""
 
     def __init__(self, db: PgConnection) -> None:
@@ -80,6 +82,11 @@ class PgStore(PgOutbox, PgHistory):
         db = self.db.sibling()
         db.connect()
         return PgStore(db)
+
+    def listen(self, wake: Callable[[], None]) -> Listener:
+        """Call ``wake`` (from another thread) whenever executions are queued; the
+        returned listener's ``close`` stops it."""
+        return Listener(self.db.sibling(), wake).start()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
