@@ -44,8 +44,7 @@ def enqueue(state: State, flow: str, events: str, secrets_file: Path | None) -> 
         if not hasattr(store, "enqueue_many"):
             raise UsageError("enqueue needs a PostgreSQL state store (state: or --state URL)")
         store.seed_user_keys(plan.project.project.user_keys)
-        stream: BinaryIO = click.get_binary_stream("stdin") if events == "-" else _open(events)
-        with stream:
+        with _events_stream(events) as stream:
             counts = enqueue_lines(store, plan.flow.name, lines_of(stream), _emit)
     finally:
         store.close()
@@ -53,7 +52,9 @@ def enqueue(state: State, flow: str, events: str, secrets_file: Path | None) -> 
     sys.exit(EXIT_PROBLEMS if counts.invalid else EXIT_OK)
 
 
-def _open(events: str) -> BinaryIO:
+def _events_stream(events: str) -> BinaryIO:
+    if events == "-":
+        return sys.stdin.buffer
     try:
         return open(events, "rb")  # noqa: SIM115 - closed by the caller's with
     except OSError as exc:
