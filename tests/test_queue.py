@@ -227,7 +227,7 @@ async def _check_everything_once(
     pushes = Counter(r.headers["webhook-id"] for r in receiver.hits("/events"))
     lost = {f"msg_{i}" for i in ids} - set(pushes)
     assert not lost, f"{len(lost)} pushes lost"
-    calls = Counter(r.headers["idempotency-key"] for r in receiver.hits("/api"))
+    calls = Counter(r.headers["Idempotency-Key"] for r in receiver.hits("/api"))
     return {
         "executions": len(runs),
         "pushes_lost": len(lost),
