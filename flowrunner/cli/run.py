@@ -130,7 +130,7 @@ def batch_run(
             from flowrunner.batch.workers import run_parallel, shares
 
             if not dry_run:
-                _prepare_state(plan)  # its errors once, here, not once per worker
+                _prepare_state(plan, runner.secrets)  # its errors once, not once per worker
             parts = shares(concurrency, workers)
             options = (secrets_file, dry_run, on_complete, debug)
             commands = _worker_commands(root, flow, parts, *options)
@@ -145,11 +145,11 @@ def batch_run(
     return _batch_exit(outcome, events)
 
 
-def _prepare_state(plan: Any) -> None:
-    """Open the state file (creating it) and seed the user keys, as every run does."""
+def _prepare_state(plan: Any, secrets: Secrets) -> None:
+    """Open the state store (creating it) and seed the user keys, as every run does."""
     from flowrunner.state import open_store
 
-    store = open_store(plan.project.project.state)
+    store = open_store(plan.project.project.state, secrets)
     try:
         store.seed_user_keys(plan.project.project.user_keys)
     finally:
