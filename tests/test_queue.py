@@ -283,3 +283,19 @@ async def test_workers_reconnect_when_their_connections_are_cut(
     figures = await _check_everything_once(tmp_path, pg_place, receiver, ids)
     with capsys.disabled():
         print(f"\nconnections cut ({cut} backends): {figures}")
+
+
+async def test_a_worker_waits_for_its_server_and_stops_cleanly(tmp_path: Path) -> None:
+    write_project(tmp_path, {})
+    secret = "Pw-of-an-absent-server"
+    absent = PostgresPlace(url=f"postgresql://u:{secret}@127.0.0.1:1/x?connect_timeout=1")
+    proc = await _flowrunner(tmp_path, absent, "worker")
+    assert proc.stderr is not None
+    seen = b""
+    while b"trying again" not in seen:
+        seen += await asyncio.wait_for(proc.stderr.readline(), 30)
+    assert proc.returncode is None  # still waiting, not exited
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    assert secret.encode() not in seen + err and b"Traceback" not in seen + err

@@ -247,6 +247,22 @@ def _failed(row: Claimed, reason: str, message: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def _opened(worker: QueueWorker, stop: asyncio.Event) -> bool:
+    """Open the worker, waiting for its server as long as it takes (False: stopped
+    before it could open)."""
+    while not stop.is_set():
+        try:
+            await worker.open()
+            return True
+        except StateError as exc:
+            say(f"{exc}; trying again in {RETRY_AFTER:g} s")
+            try:
+                await asyncio.wait_for(stop.wait(), RETRY_AFTER)
+            except TimeoutError:
+                pass
+    return False
+
+
 async def run_worker(
     root: Path, project: Project, secrets: Secrets, *, concurrency: int, grace: float, owner: str
 ) -> QueueWorker:
@@ -258,7 +274,8 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await worker.open()
+        if not await _opened(worker, stop):
+            return worker
         runs = loop.create_task(worker.run())
         stopped = loop.create_task(stop.wait())
         await asyncio.wait({runs, stopped}, return_when=asyncio.FIRST_COMPLETED)
