@@ -62,11 +62,20 @@ class PgServer:
             return cur.fetchall() if cur.description else []
 
 
-def _unavailable(reason: str) -> None:
-    line = f"PostgreSQL tests not run: {reason} (set FLOWRUNNER_TEST_POSTGRES)"
+def _unavailable(reason: str, *, module: bool = False) -> None:
+    line = f"PostgreSQL tests not run: {reason}"
     if os.environ.get("CI") == "true":
         pytest.fail(line + "; under CI they must run", pytrace=False)
-    pytest.skip(line)
+    pytest.skip(line, allow_module_level=module)
+
+
+def require_driver() -> None:
+    """At the top of a test module that imports the PostgreSQL store: skip the module
+    (fail it under CI) when psycopg is not installed."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed (pip install 'flowrunner[postgres]')", module=True)
 
 
 def start_server() -> Iterator[PgServer]:
@@ -80,7 +89,8 @@ def start_server() -> Iterator[PgServer]:
     try:
         conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
-        _unavailable(f"no server answers at {admin} ({str(exc).splitlines()[0]})")
+        first = str(exc).splitlines()[0]
+        _unavailable(f"no server answers at {admin} ({first}); set FLOWRUNNER_TEST_POSTGRES")
         raise
     name = f"flowrunner_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with conn:

@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 from conftest import invoke, write_project
-from pg import PgServer
+from pg import PgServer, require_driver
 
-from flowrunner.errors import SecretError, StateError
-from flowrunner.source.model import PostgresPlace, SecretRef, StatePlace
-from flowrunner.state import open_store, read_user_keys, schema_status
-from flowrunner.state.postgres import migrations
-from flowrunner.state.postgres.store import PgStore
+require_driver()  # before the store's modules import psycopg
+
+from flowrunner.errors import SecretError, StateError  # noqa: E402
+from flowrunner.source.model import PostgresPlace, SecretRef, StatePlace  # noqa: E402
+from flowrunner.state import open_store, read_user_keys, schema_status  # noqa: E402
+from flowrunner.state.postgres import migrations  # noqa: E402
+from flowrunner.state.postgres.store import PgStore  # noqa: E402
 
 BUMP = """\
 flow: bump

@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from conftest import Receiver, invoke, write_project
-from pg import PgServer
+from pg import PgServer, require_driver
 
-from flowrunner.source.model import PostgresPlace
-from flowrunner.state.postgres.store import PgStore
-from flowrunner.state.queue_values import NewRequest, QueuedCall
+require_driver()  # before the store's modules import psycopg
+
+from flowrunner.source.model import PostgresPlace  # noqa: E402
+from flowrunner.state.postgres.store import PgStore  # noqa: E402
+from flowrunner.state.queue_values import NewRequest, QueuedCall  # noqa: E402
 
 FLOW = """\
 flow: crash
