@@ -69,7 +69,7 @@ class PgConnection:
         self.name = redacted(place.url)
         self._password = password
         self._conn: psycopg.Connection[Any] | None = None
-        self.reconnects = 0  # connections opened again after a loss, for tests
+        self.reconnects = 0  # transactions tried again after a transient failure, for tests
 
     def connect(self, *, within: float = OPEN_SECONDS) -> None:
         """Open the connection, trying for ``within`` seconds on transient failures."""
