@@ -191,3 +191,30 @@ def test_user_key_writes_from_elsewhere_change_the_data_version(pg_place: Postgr
     assert a.data_version() != seen and a.user_keys() == {"tier": "gold"}
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:p%40ss-word@db:5432/flows", "postgresql://u@db:5432/flows"),
+        (
+            "postgresql://u@db/flows?password=pw-in-query&sslmode=require",
+            "postgresql://u@db/flows?sslmode=require",
+        ),  # fmt: skip
+        ("postgresql://:only-a-password@db/x", "postgresql://db/x"),
+        ("postgres://db", "postgres://db"),
+        ("postgresql://", "postgresql://"),
+        ("postgresql://[::1]:5432/x", "postgresql://[::1]:5432/x"),
+        ("postgresql://u:p@[bad/x", "postgresql://(a URL that cannot be read)"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from flowrunner.secrets import scrub
+    from flowrunner.state import describe
+    from flowrunner.state.postgres.url import remember_password
+
+    assert describe(PostgresPlace(url=url)) == shown
+    remember_password(url)
+    for secret in ("p@ss-word", "p%40ss-word", "pw-in-query", "only-a-password"):
+        if secret in url:
+            assert secret not in scrub(f"error near {secret} and {url}")

@@ -6,7 +6,7 @@ found in a URL is handed to the process-wide scrubber by :func:`remember_passwor
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from flowrunner.secrets import remember
 
@@ -14,14 +14,15 @@ from flowrunner.secrets import remember
 def _parts(url: str) -> tuple[str, str | None, str, str | None]:
     """(scheme and host part without the password, the password, path, query)."""
     split = urlsplit(url)
+    split.port  # noqa: B018 - raises ValueError for a host part that cannot be read
     userinfo, at, host = split.netloc.rpartition("@")
     user, colon, password = userinfo.partition(":")
     netloc = f"{user}@{host}" if at and user else host
     return (
-        urlunsplit((split.scheme, netloc, "", "", "")),
+        f"{split.scheme}://{netloc}",
         (password if colon else None),
-        (split.path),
-        split.query or None,
+        split.path,
+        (split.query or None),
     )
 
 
