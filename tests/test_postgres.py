@@ -218,3 +218,23 @@ def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     for secret in ("p@ss-word", "p%40ss-word", "pw-in-query", "only-a-password"):
         if secret in url:
             assert secret not in scrub(f"error near {secret} and {url}")
+
+
+def test_libpq_environment_variables_fill_in_the_url(
+    tmp_path: Path, pg_place: PostgresPlace, pg_server: PgServer
+) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    server = urlsplit(pg_server.url)
+    schema = unquote(urlsplit(pg_place.url).query).split("search_path=")[1]
+    env = {
+        "PGHOST": server.hostname or "",
+        "PGPORT": str(server.port or 5432),
+        "PGUSER": server.username or "",
+        "PGDATABASE": server.path.lstrip("/"),
+        "PGOPTIONS": f"-csearch_path={schema}",
+    }
+    root = write_project(tmp_path, {}, {"bump": BUMP}, user_keys={"counter": 41})
+    ran = invoke(root, "--state", "postgresql://", "run", "bump", env=env)
+    assert ran.exit_code == 0, ran.output
+    assert read_user_keys(pg_place) == {"counter": 42}  # the URL named nothing: all from env
