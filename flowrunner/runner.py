@@ -20,17 +20,17 @@ from flowrunner.errors import TemplateError
 from flowrunner.execution.context import Inputs, MemoryUserKeys, Services, UserKeyStore
 from flowrunner.execution.engine import Engine
 from flowrunner.execution.record import ExecutionRecord
-from flowrunner.state.protocol import UserKeys
-from flowrunner.times import iso
-
-if TYPE_CHECKING:  # the sender imports the HTTP layer: only when a run sends
-    from flowrunner.oncomplete.delivery import Deliverer
 from flowrunner.jsoncodec import dumps
 from flowrunner.oncomplete import payload as oncomplete
 from flowrunner.plan.types import CompiledWebhook, Plan
 from flowrunner.secrets import Secrets
 from flowrunner.source import model as m
+from flowrunner.state.protocol import UserKeys
 from flowrunner.templating import Variables, format_text
+from flowrunner.times import iso
+
+if TYPE_CHECKING:  # the sender imports the HTTP layer: only when a run sends
+    from flowrunner.oncomplete.delivery import Deliverer
 
 REFRESH = 0.1  # seconds a cached user key may lag behind another process's write
 
@@ -274,42 +274,45 @@ class Runner:
         return status[push.id]
 
     def _push(self, record: ExecutionRecord) -> Any:
-        """The push of ``record`` (None without one). A push whose URL or headers cannot
-        be rendered is not lost silently: the record says it is dead, and why."""
-        from flowrunner.state.records import NewPush
-
-        target = self.push_to
-        if target is None:
+        """The push of ``record`` (None without one); see :func:`build_push`."""
+        if self.push_to is None:
             return None
-        webhook_id = oncomplete.webhook_id(record.execution_id)
-        variables = self._variables(record)
-        try:
-            url = format_text(target.url.render(variables))
-            headers = _plain_headers(target, variables)
-        except TemplateError as exc:
-            record.on_complete = {
-                "webhook": target.webhook.name, "webhook_id": webhook_id, "status": "dead",
-                "attempts": 0, "last_error": f"the push could not be built: {exc}",
-            }  # fmt: skip
-            return None
-        return NewPush(
-            id=webhook_id,
-            execution_id=record.execution_id,
-            webhook=target.webhook.name,
-            url=url,
-            headers=headers,
-            payload=oncomplete.encode(oncomplete.build_payload(record)),
-            created_at=time.time(),
-        )
+        return build_push(self.push_to, record, self.engine.services.users.user_keys())
 
-    def _variables(self, record: ExecutionRecord) -> Variables:
-        sys_vars = {
-            "execution_id": record.execution_id,
-            "flow": record.flow,
-            "datetime": iso(record.ended_at),
-        }
-        users = self.engine.services.users.user_keys()
-        return Variables(call=record.call, flow=record.keys, user=users, sys=sys_vars)
+
+def build_push(target: CompiledWebhook, record: ExecutionRecord, user_keys: dict[str, Any]) -> Any:
+    """The :class:`~flowrunner.state.NewPush` of ``record`` to ``target``.
+
+    A push whose URL or headers cannot be rendered is not lost silently: the record
+    says it is dead, and why, and None is returned.
+    """
+    from flowrunner.state.records import NewPush
+
+    webhook_id = oncomplete.webhook_id(record.execution_id)
+    sys_vars = {
+        "execution_id": record.execution_id,
+        "flow": record.flow,
+        "datetime": iso(record.ended_at),
+    }
+    variables = Variables(call=record.call, flow=record.keys, user=user_keys, sys=sys_vars)
+    try:
+        url = format_text(target.url.render(variables))
+        headers = _plain_headers(target, variables)
+    except TemplateError as exc:
+        record.on_complete = {
+            "webhook": target.webhook.name, "webhook_id": webhook_id, "status": "dead",
+            "attempts": 0, "last_error": f"the push could not be built: {exc}",
+        }  # fmt: skip
+        return None
+    return NewPush(
+        id=webhook_id,
+        execution_id=record.execution_id,
+        webhook=target.webhook.name,
+        url=url,
+        headers=headers,
+        payload=oncomplete.encode(oncomplete.build_payload(record)),
+        created_at=time.time(),
+    )
 
 
 def _plain_headers(target: CompiledWebhook, variables: Variables) -> dict[str, str]:

@@ -32,7 +32,7 @@ from aiohttp import web
 from conftest import LOOPBACK_HTTP, Receiver, Seen, execute, invoke, plan_of
 
 from flowrunner import __version__
-from flowrunner.cli.common import parse_assignments
+from flowrunner.cli.inputs import parse_assignments
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "flow-language.md"
 TAG = re.compile(r"<!-- (\w+): (\S+)([^>]*?) -->\n```(\w*)\n(.*?)\n```\n", re.S)

@@ -22,6 +22,7 @@ from flowrunner.source.model import PostgresPlace, SecretRef, StatePlace  # noqa
 from flowrunner.state import open_store, read_user_keys, schema_status  # noqa: E402
 from flowrunner.state.postgres import migrations  # noqa: E402
 from flowrunner.state.postgres.store import PgStore  # noqa: E402
+from flowrunner.state.sqlite.store import SCHEMA_VERSION  # noqa: E402
 
 BUMP = """\
 flow: bump
@@ -105,7 +106,7 @@ def test_db_status_and_migrate_on_both_backends(tmp_path: Path, place: StatePlac
     before = invoke(root, *where, "db", "status")
     assert before.exit_code == 1, before.output
     assert "schema version 0 of" in before.output and "pending" in before.output
-    latest = migrations.LATEST if isinstance(place, PostgresPlace) else 1
+    latest = migrations.LATEST if isinstance(place, PostgresPlace) else SCHEMA_VERSION
     migrated = invoke(root, *where, "db", "migrate")
     assert migrated.exit_code == 0, migrated.output
     assert f"{latest} migration{'s' if latest > 1 else ''} applied" in migrated.output

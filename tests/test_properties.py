@@ -31,7 +31,7 @@ from flowrunner.execution.steps.webhook import build_request
 from flowrunner.net.egress import EgressPolicy
 from flowrunner.project import load_plan
 from flowrunner.secrets import Scrubber, Secrets
-from flowrunner.source import loader, schema
+from flowrunner.source import fastcheck, loader, schema, schema_errors
 from flowrunner.source.model import HttpPolicy
 from flowrunner.templating import MAX_OUTPUT, Variables, compile_value
 from flowrunner.templating.references import Construct, Literal, Reference, scan
@@ -177,6 +177,14 @@ def test_schema_check_gives_diagnostics(kind, value):
     assert isinstance(diagnostics, list)
     for diagnostic in diagnostics:
         one_line(diagnostic)
+
+
+@SETTINGS
+@given(st.sampled_from(["flow", "project"]), flowish | projectish | data)
+def test_quick_check_agrees_with_jsonschema(kind, value):
+    # a document the quick check passes never reaches jsonschema: they must agree
+    quick = fastcheck.is_valid(schema.inlined(kind), value)
+    assert quick is schema_errors.validator(kind, schema.inlined(kind)).is_valid(value)
 
 
 # --- references and templates -------------------------------------------------------------

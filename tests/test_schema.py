@@ -11,8 +11,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from flowrunner.errors import Mark
-from flowrunner.source import schema
+from flowrunner.errors import LoadError, Mark
+from flowrunner.source import fastcheck, schema, schema_errors
+from flowrunner.source.loader import load_path
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -280,7 +281,9 @@ def test_inlined_validator_agrees_with_the_schema_as_written():
     documents += [("project", broken), ("flow", {**FLOW, "keys": {"a b": 1}})]
     for kind, data in documents:
         plain = Draft202012Validator(schema.schema(kind))
-        assert plain.is_valid(data) is schema._validator(kind).is_valid(data)
+        assert plain.is_valid(data) is schema_errors.validator(kind, schema.inlined(kind)).is_valid(
+            data
+        )
 
 
 # -- messages -------------------------------------------------------------------------
@@ -426,7 +429,8 @@ PROJECT_CASES = {
             "f.yaml:3:17: error: 'enabled' must be a boolean, got a string [schema]",
             "f.yaml:3:35: error: 'allowlist' must be a list, got a string [schema]",
             "f.yaml:4:1: error: unknown key 'extra' in the project file (expected one of: "
-            "delivery, history, http, state, user_keys, version, webhooks, workers) [schema]",
+            "delivery, history, http, serve, state, user_keys, version, webhooks, workers) "
+            "[schema]",
         ],
     ),
     "webhook values": (
@@ -690,7 +694,7 @@ def test_alternatives_report_the_best_branch_or_one_summary():
     )
 
     def messages(data):
-        problems = schema._problems(validator.iter_errors(data), "the document")
+        problems = schema_errors.explain_all(validator.iter_errors(data), "the document")
         return sorted(p.message for p in problems)
 
     assert messages({"a": {"n": "x"}}) == ["'n' must be an integer, got a string"]
@@ -707,3 +711,68 @@ def test_key_names_are_shown_on_one_line_and_shortened():
         f"f.yaml:4:1: error: unknown key '{'k' * 57}...' in the flow (expected one of: "
         "description, flow, keys, on_complete, steps) [schema]",
     ]
+
+
+# -- the quick check ----------------------------------------------------------------------
+
+
+def _documents():
+    """Every YAML document of the golden cases, the example project and its flows."""
+    files = sorted((ROOT / "tests" / "cases").rglob("*.yaml")) + sorted((ROOT / "flows").glob("*"))
+    for path in [*files, ROOT / "flowrunner.yaml"]:
+        try:
+            data = load_path(path).data
+        except LoadError:
+            continue  # refused before any schema is asked
+        kind = "project" if path.name == "flowrunner.yaml" else "flow"
+        yield pytest.param(kind, data, id=str(path.relative_to(ROOT)))
+
+
+@pytest.mark.parametrize(("kind", "data"), list(_documents()))
+def test_quick_check_agrees_with_jsonschema_on_every_case(kind, data):
+    expected = schema_errors.validator(kind, schema.inlined(kind)).is_valid(data)
+    assert fastcheck.is_valid(schema.inlined(kind), data) is expected
+
+
+def test_quick_check_decides_the_payload_schema_too():
+    assert fastcheck.is_valid(schema.inlined("on-complete"), PAYLOAD)
+    assert not fastcheck.is_valid(schema.inlined("on-complete"), {**PAYLOAD, "flowStatus": 1})
+
+
+@pytest.mark.parametrize(
+    ("sub", "instance", "valid"),
+    [
+        ({"type": "integer"}, 1.0, True),
+        ({"type": "integer"}, True, False),
+        ({"type": "number"}, False, False),
+        ({"enum": [1]}, True, False),
+        ({"const": 1}, 1.0, True),
+        ({"const": {"a": [True]}}, {"a": [1]}, False),
+        ({"uniqueItems": True}, [1, True], True),
+        ({"uniqueItems": True}, [1, 1.0], False),
+        ({"pattern": "b"}, "abc", True),
+        ({"pattern": "^b"}, "abc", False),
+        ({"pattern": "^b"}, 3, True),
+        ({"minLength": 2}, "é", False),
+        ({"exclusiveMinimum": 0}, 0, False),
+        ({"minimum": 0}, True, True),
+        ({"propertyNames": {"pattern": "^[a-z]+$"}}, {"ok": 1, "Not": 2}, False),
+        ({"additionalProperties": False, "patternProperties": {"^x-": True}}, {"x-a": 1}, True),
+        ({"if": {"required": ["a"]}, "then": {"required": ["b"]}}, {"a": 1}, False),
+        ({"if": {"required": ["a"]}, "else": {"required": ["b"]}}, {}, False),
+        ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, 1, False),
+        ({"not": {"type": "string"}}, 1, True),
+        ({"format": "email"}, "not an email", True),
+    ],
+)
+def test_quick_check_means_what_jsonschema_means(sub, instance, valid):
+    assert Draft202012Validator(sub).is_valid(instance) is valid
+    assert fastcheck.is_valid(sub, instance) is valid
+
+
+@pytest.mark.parametrize(
+    "sub", [{"$ref": "#/$defs/a"}, {"dependentRequired": {"a": ["b"]}}, {"prefixItems": [True]}]
+)
+def test_quick_check_gives_no_answer_for_keywords_it_does_not_know(sub):
+    # "not valid, or not known": the caller asks jsonschema
+    assert fastcheck.is_valid(sub, {}) is False

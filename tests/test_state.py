@@ -20,7 +20,7 @@ from flowrunner.errors import StateError
 from flowrunner.source.model import StatePlace
 from flowrunner.state import StateStore, open_recorder, open_store
 from flowrunner.state.records import NewPush
-from flowrunner.state.sqlite.store import Store
+from flowrunner.state.sqlite.store import SCHEMA_VERSION, Store
 
 UNIQUE = "UNIQUE|unique"  # how each backend names a duplicate key
 
@@ -68,7 +68,7 @@ def test_open_creates_folders_and_wal(tmp_path: Path) -> None:
     assert store.path.is_file()
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     assert store.integrity_ok()
 

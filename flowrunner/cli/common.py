@@ -3,19 +3,16 @@ and the scrubbing of secrets from everything a command prints."""
 
 from __future__ import annotations
 
-import json
-import re
 import sys
-import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from flowrunner.errors import FlowrunnerError, InvalidProject, UsageError
-from flowrunner.secrets import scrub
+if TYPE_CHECKING:
+    from flowrunner.errors import InvalidProject
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,12 +51,15 @@ class ScrubbedStream:
     It has no ``buffer``, so click writes text through it rather than around it."""
 
     def __init__(self, inner: IO[str]) -> None:
+        from flowrunner.secrets import scrub  # here: --help never needs it
+
         self._inner = inner
+        self._scrub = scrub
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError("write() argument must be str")  # click probes with b""
-        self._inner.write(scrub(text))
+        self._inner.write(self._scrub(text))
         return len(text)
 
     def writelines(self, lines: Any) -> None:
@@ -104,6 +104,9 @@ def guarded(func: F) -> F:
 
 
 def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    # imported here, with traceback below: --help and --version never need them
+    from flowrunner.errors import FlowrunnerError, InvalidProject
+
     state = click.get_current_context().find_object(State)
     debug = state.debug if state else False
     try:
@@ -112,7 +115,7 @@ def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         _diagnostics(exc)
     except FlowrunnerError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_INTERRUPTED)
@@ -120,42 +123,14 @@ def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise
     except Exception as exc:  # a bug: say so, without a traceback unless asked
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         _fail(
             f"internal error: {type(exc).__name__} (run with --debug for details)",
             EXIT_INTERNAL,
         )
 
 
-# Execution inputs from the command line (``NAME=VALUE``, ``NAME:=JSON``)
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+def _print_traceback() -> None:
+    import traceback
 
-
-def parse_assignment(flag: str, text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` gives a string; ``NAME:=JSON`` a typed value."""
-    name, sep, value = text.partition("=")
-    typed = name.endswith(":")
-    if typed:
-        name = name[:-1]
-    if not sep or not NAME.match(name):
-        shown = name if NAME.match(name) else "…"
-        raise UsageError(
-            f"{flag} {shown}: expected NAME=VALUE or NAME:=JSON "
-            "(NAME is letters, digits and _, not starting with a digit)"
-        )
-    try:
-        parsed = json.loads(value) if typed else value
-        # a lone surrogate (bad UTF-8 in argv, or "\ud800" in JSON) cannot be sent or stored
-        json.dumps(parsed, ensure_ascii=False).encode()
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{flag} {name}: not valid JSON after ':=' ({exc.msg})") from None
-    except RecursionError:
-        raise UsageError(f"{flag} {name}: the JSON value is nested too deeply") from None
-    except UnicodeEncodeError:
-        raise UsageError(f"{flag} {name}: the value is not valid Unicode") from None
-    return name, parsed
-
-
-def parse_assignments(flag: str, values: Iterable[str]) -> dict[str, Any]:
-    """All ``--flag`` values as a dict; a later one wins."""
-    return dict(parse_assignment(flag, text) for text in values)
+    traceback.print_exc()

@@ -16,19 +16,37 @@ import click
 from flowrunner import __version__
 from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded
 from flowrunner.cli.report import FORMATS
+from flowrunner.cli.serve import serve as serve_command
 
 MAX_WORKERS = 256
 
 
 class LazyGroup(click.Group):
-    """A group whose heavier subcommands are imported only when they are used."""
+    """A group whose heavier subcommands are imported only when they are used.
+
+    ``lazy`` maps a command's name to where it lives and the one-line help that
+    ``--help`` lists, so that listing the commands imports none of them (a test
+    checks each line against the command's own docstring).
+    """
 
     lazy = {
-        "db": "flowrunner.cli.db:db",
-        "deliveries": "flowrunner.cli.state:deliveries",
-        "enqueue": "flowrunner.cli.queue:enqueue",
-        "worker": "flowrunner.cli.queue:worker",
-        "runs": "flowrunner.cli.state:runs",
+        "deliveries": (
+            "flowrunner.cli.state:deliveries",
+            "On-complete pushes in the outbox: list them, retry them, send them.",
+        ),
+        "runs": ("flowrunner.cli.state:runs", "The execution history kept in the state store."),
+        "db": (
+            "flowrunner.cli.db:db",
+            "The schema of the state store: migrate it, or show its status.",
+        ),
+        "enqueue": (
+            "flowrunner.cli.queue:enqueue",
+            "Queue one execution of FLOW per JSON line of FILE ('-': stdin) for the workers.",
+        ),
+        "worker": (
+            "flowrunner.cli.queue:worker",
+            "Run queued executions of the shared store, and send due pushes, until stopped.",
+        ),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -38,10 +56,26 @@ class LazyGroup(click.Group):
         target = self.lazy.get(cmd_name)
         if target is None:
             return super().get_command(ctx, cmd_name)
-        module, _, attr = target.partition(":")
+        module, _, attr = target[0].partition(":")
         command = getattr(importlib.import_module(module), attr)
         assert isinstance(command, click.Command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own listing, with the lazy commands' lines taken from the table
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            if name in self.lazy:
+                stand_in = click.Command(name, help=self.lazy[name][1])
+                rows.append((name, stand_in.get_short_help_str(limit)))
+                continue
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,17 +140,25 @@ def validate(state: State, paths: tuple[str, ...], fmt: str) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["flow", "project", "on-complete"]))
+@click.argument("kind", type=click.Choice(["flow", "project", "on-complete", "openapi"]))
 @guarded
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a flow file, the project file or the on-complete payload."""
+    """Print the JSON Schema of a flow file, the project file or the on-complete payload,
+    or the OpenAPI document of ``serve``."""
     from flowrunner.source.schema import schema_text
 
+    if kind == "openapi":
+        import json
+
+        from flowrunner.server.openapi import document
+
+        click.echo(json.dumps(document(), indent=2))
+        return
     click.echo(schema_text(kind), nl=False)  # type: ignore[arg-type]
 
 
 def _pairs(flag: str, values: tuple[str, ...]) -> dict[str, object]:
-    from flowrunner.cli.common import parse_assignments
+    from flowrunner.cli.inputs import parse_assignments
 
     return parse_assignments(flag, values)
 
@@ -299,3 +341,6 @@ def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
     ok, message = check_webhook(state.project, name, secrets_file)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
+
+
+main.add_command(serve_command)

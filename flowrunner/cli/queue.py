@@ -41,8 +41,6 @@ def enqueue(state: State, flow: str, events: str, secrets_file: Path | None) -> 
     plan = load_plan(root, flow)  # an unknown or invalid flow queues nothing (exit 2)
     store: Any = open_store(plan.project.project.state, make_secrets(secrets_file))
     try:
-        if not hasattr(store, "enqueue_many"):
-            raise UsageError("enqueue needs a PostgreSQL state store (state: or --state URL)")
         store.seed_user_keys(plan.project.project.user_keys)
         with _events_stream(events) as stream:
             counts = enqueue_lines(store, plan.flow.name, lines_of(stream), _emit)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flowrunner.errors import Diagnostic
+if TYPE_CHECKING:  # --help reads FORMATS: it must not pay for the error types
+    from flowrunner.errors import Diagnostic
 
 
 def text(diags: Sequence[Diagnostic]) -> str:

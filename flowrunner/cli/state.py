@@ -17,18 +17,19 @@ import click
 
 from flowrunner.cli.common import EXIT_OK, EXIT_PENDING, State, guarded
 from flowrunner.errors import Diagnostic, InvalidProject, UsageError
-from flowrunner.source.model import Project
-from flowrunner.state import StateStore, open_store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # --help lists these commands: it must not import the state store
     from flowrunner.oncomplete.delivery import DeliveryStats
     from flowrunner.secrets import Secrets
+    from flowrunner.source.model import Project
+    from flowrunner.state import StateStore
 
 
 @contextmanager
 def opened(state: State) -> Iterator[tuple[Project, StateStore]]:
     """The checked project and its open store; raises InvalidProject on project errors."""
     from flowrunner.project import load_project, require_root
+    from flowrunner.state import open_store
 
     root = require_root(state.project)
     compiled, diags = load_project(root)

@@ -109,6 +109,14 @@ class WorkersPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServePolicy:
+    """``serve:`` of the project: the API's bearer tokens and its backlog limit."""
+
+    tokens: tuple[SecretRef, ...] = ()
+    max_backlog: int = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Project:
     """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state place."""
 
@@ -121,6 +129,7 @@ class Project:
     delivery: DeliveryPolicy = DeliveryPolicy()
     history: HistoryPolicy = HistoryPolicy()
     workers: WorkersPolicy = WorkersPolicy()
+    serve: ServePolicy = ServePolicy()
 
     @property
     def file(self) -> str:

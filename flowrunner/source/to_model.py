@@ -106,6 +106,14 @@ def build_project(doc: Document, root: Path) -> m.Project:
             keep_runs=int(history.get("keep_runs", 100_000)),
         ),
         workers=m.WorkersPolicy(lease=float((data.get("workers") or {}).get("lease", 30))),
+        serve=_serve(data.get("serve") or {}),
+    )
+
+
+def _serve(data: dict[str, Any]) -> m.ServePolicy:
+    return m.ServePolicy(
+        tokens=tuple(_secret(t) for t in data.get("tokens") or ()),
+        max_backlog=int(data.get("max_backlog", 10_000)),
     )
 
 

@@ -161,6 +161,10 @@ class OutboxMixin(Connection):
         """How many pushes are still pending."""
         return int(self._read("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")[0][0])
 
+    def dead_count(self) -> int:
+        """How many pushes are dead (given up)."""
+        return int(self._read("SELECT COUNT(*) FROM outbox WHERE status = 'dead'")[0][0])
+
 
 _RETRY = (
     "UPDATE outbox SET attempts = CASE status WHEN 'dead' THEN 0 ELSE attempts END, "

@@ -10,7 +10,7 @@ from flowrunner.state.records import SchemaStatus
 from flowrunner.state.sqlite.store import SCHEMA_VERSION
 
 # SQLite keeps one number (PRAGMA user_version); each version's name, for people
-NAMES = {1: "user keys, runs, outbox"}
+NAMES = {1: "user keys, runs, outbox", 2: "execution queue, requests, idempotency keys"}
 
 
 def read_status(path: Path) -> SchemaStatus:

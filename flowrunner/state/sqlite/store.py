@@ -1,7 +1,8 @@
 """The :class:`Store`: opening the state file, its schema, and the user keys.
 
-The outbox and the execution history come from :mod:`flowrunner.state.sqlite.outbox` and
-:mod:`flowrunner.state.sqlite.history`, which the store inherits.
+The outbox, the execution history and the execution queue come from
+:mod:`flowrunner.state.sqlite.outbox`, :mod:`flowrunner.state.sqlite.history` and
+:mod:`flowrunner.state.sqlite.queue`, which the store inherits.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from flowrunner.state.records import dump_value
 from flowrunner.state.sqlite.connection import BUSY_TIMEOUT_MS
 from flowrunner.state.sqlite.history import HistoryMixin
 from flowrunner.state.sqlite.outbox import OutboxMixin
+from flowrunner.state.sqlite.queue import QUEUE_SCHEMA, QueueMixin
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the execution queue of serve (flowrunner.state.sqlite.queue)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_keys (
@@ -78,7 +80,7 @@ def stored_user_keys(path: Path) -> dict[str, Any]:
         raise StateError(f"{path}: cannot read the user keys ({exc})") from None
 
 
-class Store(OutboxMixin, HistoryMixin):
+class Store(OutboxMixin, HistoryMixin, QueueMixin):
     """A connection to the state file. Use it from the thread that opened it."""
 
     # ---- opening -----------------------------------------------------------------
@@ -128,7 +130,7 @@ class Store(OutboxMixin, HistoryMixin):
         with self._write("migrate") as cur:
             if cur.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
                 return  # another process migrated while we waited
-            for statement in _SCHEMA.split(";"):
+            for statement in (_SCHEMA + QUEUE_SCHEMA).split(";"):
                 if statement.strip():
                     cur.execute(statement)
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

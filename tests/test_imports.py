@@ -1,0 +1,65 @@
+"""What each command imports: a command loads only the libraries it uses, so that
+``--help`` and a pre-commit ``validate`` start fast (bench/cold_start.py measures it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from flowrunner.cli.main import LazyGroup, main
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("aiohttp", "asyncio", "jinja2", "jsonschema", "sqlite3", "yaml", "flowrunner.state")
+
+PROBE = """\
+import io, json, sys, contextlib
+from flowrunner.cli.main import main
+out = io.StringIO()
+try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps([code, [m for m in {heavy!r} if m in sys.modules]]))
+"""
+
+
+def loaded(*args: str) -> tuple[int, list[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    return code, heavy
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"]])
+def test_help_and_version_load_no_heavy_library(args):
+    assert loaded(*args) == (0, [])
+
+
+def test_validate_of_a_sound_flow_loads_only_the_loader_and_the_templates():
+    assert loaded("validate", "flows/order-status.yaml") == (0, ["jinja2", "yaml"])
+
+
+def test_validate_of_a_broken_flow_explains_it_with_jsonschema(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("flow: broken\nsteps: 3\n", encoding="utf-8")
+    code, heavy = loaded("validate", str(broken))
+    assert code == 1
+    assert "jsonschema" in heavy
+
+
+@pytest.mark.parametrize("name", sorted(LazyGroup.lazy))
+def test_the_help_line_of_a_lazy_command_is_its_own(name):
+    command = main.get_command(click.Context(main), name)
+    assert command is not None and command.help is not None
+    assert LazyGroup.lazy[name][1] == command.help.strip().splitlines()[0]
