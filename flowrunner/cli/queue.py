@@ -86,10 +86,10 @@ def worker(state: State, concurrency: int, grace: float, secrets_file: Path | No
     --grace seconds, releases the rest (waiting again) and exits 0.
     """
     from flowrunner.batch.local import loop_factory
-    from flowrunner.batch.queued import run_worker, say
     from flowrunner.cli.run import make_secrets
     from flowrunner.oncomplete.delivery import default_owner
     from flowrunner.project import load_project, require_root
+    from flowrunner.server.worker import run_worker, say
 
     root = require_root(state.project)
     compiled, diags = load_project(root)
@@ -99,12 +99,18 @@ def worker(state: State, concurrency: int, grace: float, secrets_file: Path | No
         raise InvalidProject(sorted(diags, key=Diagnostic.sort_key))
     owner = default_owner()
     secrets = make_secrets(secrets_file)
-    say(f"{owner} started (concurrency {concurrency})")
     with asyncio.Runner(loop_factory=loop_factory()) as loop:
         done = loop.run(
             run_worker(
-                root, compiled.project, secrets, concurrency=concurrency, grace=grace, owner=owner
+                root,
+                compiled.project.state,
+                secrets,
+                concurrency=concurrency,
+                grace=grace,
+                owner=owner,
             )  # fmt: skip
         )
-    say(f"{owner} stopped: {done.started} executions started, {done.failed} failed")
+    if done.cancelled:
+        say(f"{done.cancelled} executions did not finish within {grace:g} s: released")
+    say(f"{owner} stopped: {done.ended} executions ended, {done.failed} failed")
     sys.exit(EXIT_OK)

@@ -40,13 +40,11 @@ def open_store(place: StatePlace, secrets: Secrets | None = None) -> StateStore:
     return Store.open(place)
 
 
-def open_recorder(store: StateStore, *, queue: bool = False) -> Recorder:
-    """The group committer of execution ends for ``store`` (an async context manager);
-    ``queue=True``: of queued executions, each removed from the queue as it is recorded
-    (PostgreSQL only)."""
+def open_recorder(store: StateStore) -> Recorder:
+    """The group committer of execution ends for ``store`` (an async context manager)."""
     from flowrunner.state.sqlite.store import Store
 
-    if isinstance(store, Store) and not queue:
+    if isinstance(store, Store):
         from flowrunner.state.sqlite.recorder import AsyncRecorder
 
         return AsyncRecorder(store)
@@ -54,7 +52,7 @@ def open_recorder(store: StateStore, *, queue: bool = False) -> Recorder:
     from flowrunner.state.postgres.store import PgStore
 
     assert isinstance(store, PgStore), f"no recorder for {type(store).__name__}"
-    return PgRecorder(store, queue=queue)
+    return PgRecorder(store)
 
 
 def read_user_keys(place: StatePlace, secrets: Secrets | None = None) -> dict[str, Any]:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 from flowrunner.errors import StateError
 from flowrunner.state.postgres.store import PgStore
 from flowrunner.state.records import Item, NewPush, Record
 
-T = TypeVar("T")
-
 
 class PgRecorder:
-    """Records execution ends from asyncio code, in group commits; with ``queue=True``
-    each commit also removes the executions from the queue (:meth:`PgStore.finish`),
-    and :meth:`call` runs other store calls (claims, renewals) in the same thread.
+    """Records execution ends from asyncio code, in group commits.
 
     Every end queues for one worker thread with its own connection, which commits
     everything that queued while its previous commit ran in one transaction: one
@@ -26,8 +20,7 @@ class PgRecorder:
     bad item (a duplicate id) fails alone, its neighbours are committed one by one.
     """
 
-    def __init__(self, store: PgStore, *, max_batch: int = 2000, queue: bool = False) -> None:
-        self.queue = queue
+    def __init__(self, store: PgStore, *, max_batch: int = 2000) -> None:
         self.commits = 0  # transactions committed, for tests and benchmarks
         self._main = store
         self._max_batch = max_batch
@@ -51,21 +44,13 @@ class PgRecorder:
             self._pump = loop.create_task(self._run())
         await future
 
-    async def call(self, func: Callable[[PgStore], T]) -> T:
-        """``func(store)`` in the worker thread, on its connection; its result."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: func(self._thread_store()))
-
     def _thread_store(self) -> PgStore:  # in the worker thread
         if self._store is None:
             self._store = self._main.sibling()
         return self._store
 
     def _write(self, store: PgStore, items: list[Item]) -> None:
-        if self.queue:
-            store.finish(items)
-        else:
-            store.record_ends(items)
+        store.record_ends(items)
 
     async def aclose(self) -> None:
         """Wait for queued records, then close the worker's connection and thread."""
