@@ -340,3 +340,11 @@ def test_pruning_keeps_runs_with_pending_pushes(store: StateStore) -> None:
     assert store.outbox_row("msg_e2") is not None  # dead letters stay for retry
     assert store.prune_runs(older_than=None, keep=1) == 2  # e5, e4; e3 still pending
     assert [r["execution_id"] for r in store.runs(0)] == ["e6", "e3"]
+
+
+def test_an_id_with_a_nul_character_is_simply_unknown(store: StateStore) -> None:
+    store.record_end(record("e1"), push("e1"))
+    assert store.run("e1\x00") is None
+    assert store.outbox_row("msg_e1\x00") is None
+    assert store.outbox_rows(["msg_e1", "x\x00"]).keys() == {"msg_e1"}
+    assert store.retry("x\x00") is False

@@ -136,6 +136,10 @@ class Server:
             revision=revision, tokens=tokens, store=store, writer=writer,
             executor=self.executor, log=self.log,
         )  # fmt: skip
+        if hasattr(store, "listen"):  # PostgreSQL: executions queued by other processes
+            loop = asyncio.get_running_loop()
+            listener = store.listen(lambda: loop.call_soon_threadsafe(self.executor.wake))
+            stack.callback(listener.close)
         self.executor.on_end = self.api.ended
         self.executor.on_error = lambda detail: self.log.event("state-error", detail=detail)
 

@@ -52,6 +52,12 @@ def backoff(attempt: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.0))
 
 
+def storable(text: str) -> bool:
+    """Whether ``text`` can be a PostgreSQL text value (no NUL character): an id that
+    cannot be stored is one that is not there."""
+    return "\x00" not in text
+
+
 def describe(exc: psycopg.Error) -> str:
     """The first line of a driver error, with every known secret masked."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from flowrunner.state.postgres.connection import Cursor, PgConnection
+from flowrunner.state.postgres.connection import Cursor, PgConnection, storable
 from flowrunner.state.records import NewPush, Record, push_row, run_row
 from flowrunner.times import iso_unix
 
@@ -70,6 +70,8 @@ class PgHistory:
 
     def run(self, execution_id: str) -> dict[str, Any] | None:
         """The stored execution record, its ``on_complete`` brought up to date; or None."""
+        if not storable(execution_id):
+            return None
         rows = self.db.read(
             "SELECT r.record, o.id, o.webhook, o.status, o.attempts, o.last_error "
             "FROM runs r LEFT JOIN outbox o ON o.execution_id = r.execution_id "

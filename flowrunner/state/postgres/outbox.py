@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from flowrunner.state.postgres.connection import PgConnection
+from flowrunner.state.postgres.connection import PgConnection, storable
 from flowrunner.state.records import OutboxRow
 
 _ROW_COLUMNS = (
@@ -125,12 +125,15 @@ class PgOutbox:
 
     def outbox_rows(self, ids: Sequence[str]) -> dict[str, OutboxRow]:
         """The stored pushes among ``ids`` (at most 500), by id."""
+        ids = [i for i in ids if storable(i)]
         sql = f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ANY(%s)"
         rows = self.db.read(sql, (list(ids),))
         return {row.id: row for row in map(OutboxRow.from_db, rows)}
 
     def outbox_row(self, id: str) -> OutboxRow | None:
         """The stored push ``id``, or None."""
+        if not storable(id):
+            return None
         rows = self.db.read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s", (id,))
         return OutboxRow.from_db(rows[0]) if rows else None
 
@@ -139,6 +142,8 @@ class PgOutbox:
 
         Returns False when no such push is pending or dead. A live lease is kept.
         """
+        if not storable(id):
+            return False
         at = now or time.time()
         sql = _RETRY + " AND id = %s"
         return self.db.run("retry a push", lambda cur: cur.execute(sql, (at, id)).rowcount == 1)

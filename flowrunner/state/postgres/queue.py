@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowrunner.jsoncodec import compact
-from flowrunner.state.postgres.connection import Cursor, PgConnection
+from flowrunner.state.postgres.connection import Cursor, PgConnection, storable
 from flowrunner.state.queue_values import Claimed, Enqueued, NewRequest
 from flowrunner.state.records import Item, push_row, run_row
 
@@ -60,6 +60,8 @@ class PgQueue:
 
     def idempotent_answer(self, key: str) -> tuple[str, str] | None:
         """``(fingerprint, answer)`` recorded for idempotency ``key``, or None."""
+        if not storable(key):
+            return None
         rows = self.db.read(
             "SELECT k.fingerprint, r.answer FROM idempotency_keys k "
             "JOIN requests r ON r.request_id = k.request_id WHERE k.key = %s",
@@ -138,7 +140,7 @@ class PgQueue:
     def execution_states(self, ids: Sequence[str], *, now: float) -> dict[str, dict[str, Any]]:
         """For each known id of ``ids``: its stored record, or, while queued,
         ``{"execution_id", "flow", "status": "QUEUED"|"RUNNING", "request_id"}``."""
-        wanted = list(ids)
+        wanted = [i for i in ids if storable(i)]
         queued = self.db.read(
             "SELECT execution_id, flow, request_id, lease_until FROM queue "
             "WHERE execution_id = ANY(%s)",
@@ -158,6 +160,8 @@ class PgQueue:
 
     def request_answer(self, request_id: str) -> tuple[str, str, float] | None:
         """``(flow, answer, created_at)`` of a recorded request, or None."""
+        if not storable(request_id):
+            return None
         rows = self.db.read(
             "SELECT flow, answer, created_at FROM requests WHERE request_id = %s", (request_id,)
         )
