@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,12 +79,16 @@ async def _executor(
     from flowrunner.oncomplete.delivery import Deliverer
     from flowrunner.runner import CachedUserKeys, PushBatcher
     from flowrunner.server.flows import load_revision
+    from flowrunner.server.main import check_secrets, dead_local_owners
     from flowrunner.server.storeio import StoreWriter
 
     revision = load_revision(root)
+    check_secrets(revision, secrets)  # a missing secret stops the worker before it claims
     project = revision.project
     counts.flows = sorted(revision.plans)
     store.seed_user_keys(project.user_keys)
+    # executions held by dead processes of this machine wait no longer for their lease
+    store.requeue(now=time.time(), dead_owners=dead_local_owners(store.lease_owners()))
     client = await stack.enter_async_context(HttpClient(project.http, limit=opts["concurrency"]))
     deliverer = Deliverer(store, client, project, secrets, owner=opts["owner"])
     pushes = PushBatcher(deliverer)
