@@ -130,7 +130,7 @@ class Server:
         services = Services(client=client, secrets=self.secrets, users=CachedUserKeys(store))
         self.executor = Executor(
             writer, services, revision, owner=self.owner,
-            concurrency=self.options.concurrency, pushes=pushes,
+            concurrency=self.options.concurrency, pushes=pushes, lease=project.workers.lease,
         )  # fmt: skip
         self.api = Api(
             revision=revision, tokens=tokens, store=store, writer=writer,
