@@ -1,13 +1,15 @@
 """flowrunner benchmarks: every figure beside a baseline measured in the same run.
 
-    python bench/run_bench.py --quick     # about a minute
-    python bench/run_bench.py             # the full set, a few minutes
+    python bench/run_bench.py --quick     # a few minutes
+    python bench/run_bench.py             # the full set, longer
+    python bench/run_bench.py --quick --throughput --transports fast
 
 What it measures (bench/README.md says why and how to read it):
 
-* HTTP throughput: a plain aiohttp client (the baseline) and ``flowrunner run --events``
-  through the real CLI, on-complete off then on, against one loopback sink
-  (bench/sink.py, a separate process), concurrency 64 for both.
+* HTTP throughput: a plain aiohttp client (the baseline, at concurrency 64 and 1) and
+  ``flowrunner run --events`` through the real CLI over each transport: concurrency 64
+  with on-complete off then on, and one execution at a time, against one loopback sink
+  (bench/sink.py, a separate process); the CPU time per execution beside each rate.
 * Operation-only executions in process (Engine, no HTTP) against plain Python doing the
   same dict work.
 * Peak RSS of a 10,000- and a 100,000-event batch, and their ratio.
@@ -163,13 +165,28 @@ def call(i: int) -> dict[str, Any]:
 
 def run_child(args: list[str], cwd: Path) -> tuple[int, str, float, int]:
     """Run a child: (exit code, stderr, wall seconds, peak RSS in KiB of that child)."""
+    return run_child_cpu(args, cwd)[:4]  # type: ignore[return-value]
+
+
+def run_child_cpu(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, float, int, float]:
+    """:func:`run_child`, and the child's CPU seconds (user + system); ``env`` is added
+    to the environment."""
     started = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, time.perf_counter() - started, usage.ru_maxrss
+    cpu = usage.ru_utime + usage.ru_stime
+    return proc.returncode, err, time.perf_counter() - started, usage.ru_maxrss, cpu
 
 
 def flowrunner(root: Path, *args: str) -> list[str]:
@@ -178,19 +195,31 @@ def flowrunner(root: Path, *args: str) -> list[str]:
 
 def batch_rate(root: Path, events: Path, *extra: str) -> tuple[float, int]:
     """Executions/s of one ``run --events`` (its own clock: reading to last record)."""
+    rate, rss, _ = batch_run(root, events, *extra)
+    return rate, rss
+
+
+def batch_run(
+    root: Path, events: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[float, int, float]:
+    """Executions/s (its own clock: reading to last record), peak RSS in KiB and the
+    CPU seconds (user + system) of one ``run --events`` process."""
     shutil.rmtree(root / ".flowrunner", ignore_errors=True)
     args = ["http", "--events", str(events), "--output", os.devnull]
-    code, err, _, rss = run_child(flowrunner(root, *args, *extra), root)
+    code, err, _, rss, cpu = run_child_cpu(flowrunner(root, *args, *extra), root, env)
     match = re.search(r"; ([\d,]+)/s", err)
     if code != 0 or match is None:
         raise SystemExit(f"flowrunner run --events failed ({code}):\n{err}")
-    return float(match.group(1).replace(",", "")), rss
+    return float(match.group(1).replace(",", "")), rss, cpu
 
 
 # ---- the raw client (run as a child: python bench/run_bench.py _raw PORT N BODY) -----
 
 
-async def raw_client(port: int, count: int, body: bytes) -> float:
+async def raw_client(
+    port: int, count: int, body: bytes, concurrency: int = CONCURRENCY
+) -> tuple[float, float]:
+    """(requests per second, CPU µs per request) of a plain aiohttp client."""
     import aiohttp
 
     url = f"http://127.0.0.1:{port}/api"
@@ -208,19 +237,26 @@ async def raw_client(port: int, count: int, body: bytes) -> float:
                 async with session.post(url, data=body, headers=headers) as resp:
                     json.loads(await resp.read())
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return count / (time.perf_counter() - started)
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu = time.process_time() - cpu
+        return count / (time.perf_counter() - started), cpu / count * 1e6
 
 
-def raw_rate(port: int, count: int, body: Path) -> float:
+def raw_rate(port: int, count: int, body: Path, concurrency: int = CONCURRENCY) -> float:
+    return raw_run(port, count, body, concurrency)[0]
+
+
+def raw_run(port: int, count: int, body: Path, concurrency: int) -> tuple[float, float]:
+    """(requests per second, CPU µs per request) of the raw client, in a child process."""
     out = subprocess.run(
-        [PYTHON, __file__, "_raw", str(port), str(count), str(body)],
+        [PYTHON, __file__, "_raw", str(port), str(count), str(body), str(concurrency)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return float(out.strip())
+    rate, cpu = out.split()
+    return float(rate), float(cpu)
 
 
 def request_body(root: Path) -> bytes:
@@ -245,42 +281,100 @@ class Row:
     goal: str = ""
 
 
+TRANSPORTS = ["aiohttp", "fast"]  # --transports changes it
+CASES = {  # name: (the events file's size as a fraction of the count, extra options)
+    f"c={CONCURRENCY}, on-complete off": (1, ("--no-on-complete",)),
+    f"c={CONCURRENCY}, on-complete on": (1, ()),
+    "c=1, on-complete off": (4, ("--no-on-complete", "--concurrency", "1")),
+}
+
+
+def cpu_per_execution(
+    root: Path, events: Path, count: int, transport: str, *extra: str
+) -> tuple[float, float]:
+    """(executions/s, CPU µs per execution) of one batch over ``transport`` (chosen by
+    the environment variable, which older versions ignore: they always use aiohttp);
+    the CPU of the same command on an empty events file (start-up, loading, closing)
+    is taken off first."""
+    env = {"FLOWRUNNER_TRANSPORT": transport}
+    _, _, idle = batch_run(root, events_file(root, 0), *extra, env=env)
+    rate, _, cpu = batch_run(root, events, *extra, env=env)
+    return rate, max(cpu - idle, 0.0) / count * 1e6
+
+
+def rate_and_cpu(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return median([r for r, _ in samples]), median([c for _, c in samples])
+
+
 def throughput(root: Path, port: int, count: int, reps: int) -> list[Row]:
-    events = events_file(root, count)
     body_file = root / "body.json"
     body_file.write_bytes(request_body(root))
-    raw: list[float] = []
-    off: list[float] = []
-    on: list[float] = []
+    raw: dict[int, list[tuple[float, float]]] = {CONCURRENCY: [], 1: []}
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     workers: list[float] = []
     raw_rate(port, min(count, 2000), body_file)  # warm the sink up
     for _ in range(reps):
-        raw.append(raw_rate(port, count, body_file))
-        off.append(batch_rate(root, events, "--no-on-complete")[0])
-        on.append(batch_rate(root, events)[0])
+        raw[CONCURRENCY].append(raw_run(port, count, body_file, CONCURRENCY))
+        raw[1].append(raw_run(port, count // 4, body_file, 1))
+        for transport in TRANSPORTS:
+            for case, (share, extra) in CASES.items():
+                n = count // share
+                got = cpu_per_execution(root, events_file(root, n), n, transport, *extra)
+                runs.setdefault((transport, case), []).append(got)
+        events = events_file(root, count)
         workers.append(batch_rate(root, events, "--no-on-complete", "--workers", "2")[0])
-    base = median(raw)
     size = len(body_file.read_bytes())
-    return [
-        Row(f"raw aiohttp client, c={CONCURRENCY}, {size} B JSON", f"{base:,.0f} req/s", "", 1.0),
+    base, base_cpu = rate_and_cpu(raw[CONCURRENCY])
+    seq, seq_cpu = rate_and_cpu(raw[1])
+    rows = [
         Row(
-            "run --events, on-complete off",
-            f"{median(off):,.0f} exec/s = {median(off):,.0f} req/s",
+            f"raw aiohttp client, c={CONCURRENCY}, {size} B JSON",
+            f"{base:,.0f} req/s ({base_cpu:.0f} µs CPU/req)", "", 1.0,
+        ),
+        Row("raw aiohttp client, c=1", f"{seq:,.0f} req/s ({seq_cpu:.0f} µs CPU/req)", "", 1.0),
+    ]  # fmt: skip
+    for transport in TRANSPORTS:
+        rows += transport_rows(transport, runs, base, seq)
+    rows.append(
+        Row(
+            "run --events --workers 2, on-complete off",
+            f"{median(workers):,.0f} exec/s",
             f"{base:,.0f} req/s",
-            median(off) / base,
+            median(workers) / base,
+        )
+    )
+    return rows
+
+
+def transport_rows(
+    transport: str, runs: dict[tuple[str, str], list[tuple[float, float]]], base: float, seq: float
+) -> list[Row]:
+    """The three batch rows of one transport, each beside its baseline."""
+    (off, off_cpu), (on, on_cpu), (one, one_cpu) = (
+        rate_and_cpu(runs[(transport, case)]) for case in CASES
+    )
+    names = list(CASES)
+    return [
+        Row(
+            f"run --events {names[0]} [{transport}]",
+            f"{off:,.0f} exec/s ({off_cpu:.0f} µs CPU/exec)",
+            f"{base:,.0f} req/s raw",
+            off / base,
+            ">= 1.0 (goal 1.5)",
+        ),
+        Row(
+            f"run --events {names[1]} [{transport}]",
+            f"{on:,.0f} exec/s ({on_cpu:.0f} µs CPU/exec)",
+            f"{base / 2:,.0f} = half the raw req/s",
+            on / (base / 2),
             ">= 0.8",
         ),
         Row(
-            "run --events, on-complete on",
-            f"{median(on):,.0f} exec/s = {2 * median(on):,.0f} req/s",
-            f"{base:,.0f} req/s",
-            2 * median(on) / base,
-        ),
-        Row(
-            "run --events --workers 2, on-complete off",
-            f"{median(workers):,.0f} exec/s = {median(workers):,.0f} req/s",
-            f"{base:,.0f} req/s",
-            median(workers) / base,
+            f"run --events {names[2]} [{transport}]",
+            f"{one:,.0f} exec/s ({one_cpu:.0f} µs CPU/exec)",
+            f"{seq:,.0f} req/s raw, c=1",
+            one / seq,
+            ">= 0.8, or >= 3,000/s",
         ),
     ]
 
@@ -383,7 +477,7 @@ def table(rows: list[Row], info: dict[str, str], seconds: float) -> str:
         f"machine: {info['nproc']} CPUs, {info['cpu']}; Python {info['python']}; "
         f"uvloop {info['uvloop']}, orjson {info['orjson']}",
         "",
-        f"{'figure':<48} {'value':<34} {'baseline':<30} {'ratio':>6}  goal",
+        f"{'figure':<52} {'value':<38} {'baseline':<30} {'ratio':>6}  goal",
     ]
     for row in rows:
         ratio = (
@@ -393,15 +487,20 @@ def table(rows: list[Row], info: dict[str, str], seconds: float) -> str:
             if row.ratio >= 0.1
             else f"1/{1 / row.ratio:.0f}"
         )
-        lines.append(f"{row.figure:<48} {row.value:<34} {row.baseline:<30} {ratio:>6}  {row.goal}")
+        lines.append(f"{row.figure:<52} {row.value:<38} {row.baseline:<30} {ratio:>6}  {row.goal}")
     lines.append(f"\n({seconds:.0f} s; medians of interleaved runs)")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="flowrunner benchmarks")
-    parser.add_argument("--quick", action="store_true", help="about a minute")
+    parser.add_argument("--quick", action="store_true", help="a few minutes")
+    parser.add_argument("--throughput", action="store_true", help="the throughput rows only")
+    parser.add_argument(
+        "--transports", default="aiohttp,fast", help="comma-separated (default: aiohttp,fast)"
+    )
     args = parser.parse_args()
+    TRANSPORTS[:] = args.transports.split(",")
     quick = args.quick
     started = time.perf_counter()
     info = machine()
@@ -414,6 +513,9 @@ def main() -> None:
         (root / "flows" / "ops.yaml").write_text(OPS_FLOW)
         print("throughput ...", file=sys.stderr)
         rows += throughput(root, sink.port, 5_000 if quick else 20_000, 5)
+        if args.throughput:
+            print(table(rows, info, time.perf_counter() - started))
+            return
         print("operation-only ...", file=sys.stderr)
         rows += operation_only(root, 5_000 if quick else 20_000, 5)
         print("memory ...", file=sys.stderr)
@@ -429,12 +531,13 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_raw"]:
         port, count, body = int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]).read_bytes()
+        concurrency = int(sys.argv[5])
         try:
             import uvloop
 
-            rate = uvloop.run(raw_client(port, count, body))
+            rate, cpu = uvloop.run(raw_client(port, count, body, concurrency))
         except ImportError:
-            rate = asyncio.run(raw_client(port, count, body))
-        print(rate)
+            rate, cpu = asyncio.run(raw_client(port, count, body, concurrency))
+        print(rate, cpu)
     else:
         main()

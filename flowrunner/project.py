@@ -20,6 +20,7 @@ from flowrunner.templating import suggest
 PROJECT_FILE = "flowrunner.yaml"
 FLOWS_DIR = "flows"
 YAML_SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIX = ".test.yaml"  # flow test files, never flows
 
 
 def find_root(start: Path) -> Path | None:
@@ -78,7 +79,7 @@ def check_project_doc(doc: Document, root: Path) -> tuple[CompiledProject | None
 def _unless_reported(found: list[Diagnostic], loader: list[Diagnostic]) -> list[Diagnostic]:
     """Schema problems, less those at a position the loader already reported (a key
     such as ``1:`` is one problem, not a key-type and an unknown-key one)."""
-    taken = {(d.line, d.column) for d in loader}
+    taken = {(d.line, d.column) for d in loader if d.severity == "error"}
     return [d for d in found if (d.line, d.column) not in taken]
 
 
@@ -107,9 +108,9 @@ def check_flow_doc(
 
 
 def flow_files(folder: Path) -> Iterator[Path]:
-    """Every YAML file below ``folder``, sorted, skipping hidden folders."""
+    """Every YAML file below ``folder``, sorted, skipping hidden folders and test files."""
     for path in sorted(folder.rglob("*")):
-        if path.suffix in YAML_SUFFIXES and path.is_file():
+        if path.suffix in YAML_SUFFIXES and path.is_file() and not path.name.endswith(TEST_SUFFIX):
             parts = path.relative_to(folder).parts
             if not any(p.startswith(".") for p in parts):
                 yield path

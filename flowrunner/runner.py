@@ -96,23 +96,23 @@ class CachedUserKeys:
 
 class PushBatcher:
     """Sends pushes asked for in the same pass of the event loop with one
-    :meth:`~flowrunner.oncomplete.delivery.Deliverer.send_now`: one lease transaction for the lot.
+    :meth:`~flowrunner.oncomplete.delivery.Deliverer.send_leased`: one transaction marks the lot.
 
     A group commit wakes all its executions in one pass, so their pushes go together.
     """
 
     def __init__(self, deliverer: Deliverer) -> None:
         self._deliverer = deliverer
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, push_id: str) -> dict[str, Any]:
-        """One attempt at push ``push_id``; its on-complete status afterwards."""
+    async def send(self, push: Any) -> dict[str, Any]:
+        """One attempt at ``push`` (a recorded, leased NewPush); its on-complete status."""
         loop = asyncio.get_running_loop()
         if not self._waiting:
             loop.call_soon(self._flush)
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._waiting[push_id] = future
+        self._waiting[push.id] = (push, future)
         return await future
 
     async def aclose(self) -> None:
@@ -127,19 +127,19 @@ class PushBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
+    async def _send(self, batch: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]]) -> None:
         try:
-            status = await self._deliverer.send_now(list(batch))
+            status = await self._deliverer.send_leased([push for push, _ in batch.values()])
         except asyncio.CancelledError:
-            for future in batch.values():
+            for _, future in batch.values():
                 future.cancel()
             raise
         except Exception as exc:
-            for future in batch.values():
+            for _, future in batch.values():
                 if not future.done():
                     future.set_exception(exc)
             return
-        for push_id, future in batch.items():
+        for push_id, (_, future) in batch.items():
             if not future.done():
                 future.set_result(status[push_id])
 
@@ -148,7 +148,8 @@ class Runner:
     """Executes a plan; ``on_complete=False`` skips pushes; ``dry_run`` sends nothing.
 
     ``concurrency`` sizes the connection pool; ``group_commit`` records execution ends
-    in shared transactions (for many concurrent executions).
+    in shared transactions (for many concurrent executions); ``transport`` names the
+    HTTP transport (see :mod:`flowrunner.net.transport`).
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class Runner:
         on_complete: bool = True,
         concurrency: int = 64,
         group_commit: bool = False,
+        transport: str | None = None,
     ) -> None:
         self.plan = plan
         self.project = plan.project.project
@@ -168,6 +170,7 @@ class Runner:
         self.push_to = plan.on_complete if on_complete else None
         self.concurrency = concurrency
         self.group_commit = group_commit
+        self.transport = transport
         self._stack = AsyncExitStack()
         self.store: Any = None
         self.client: Any = None
@@ -196,7 +199,7 @@ class Runner:
         return self
 
     async def _open_state(self) -> UserKeyStore:
-        from flowrunner.net.http import HttpClient
+        from flowrunner.net.transport import open_client
         from flowrunner.oncomplete.delivery import Deliverer
         from flowrunner.state import open_recorder, open_store
 
@@ -205,7 +208,7 @@ class Runner:
         self.store.seed_user_keys(self.project.user_keys)
         self._stack.callback(self._prune)  # runs after everything opened below is closed
         self.client = await self._stack.enter_async_context(
-            HttpClient(self.project.http, limit=self.concurrency)
+            open_client(self.project.http, limit=self.concurrency, transport=self.transport)
         )
         self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
         if self.group_commit:
@@ -269,19 +272,28 @@ class Runner:
 
     async def _send(self, push: Any) -> dict[str, Any]:
         if self.pushes is not None:
-            return await self.pushes.send(push.id)
-        status: dict[str, dict[str, Any]] = await self.deliverer.send_now([push.id])
+            return await self.pushes.send(push)
+        status: dict[str, dict[str, Any]] = await self.deliverer.send_leased([push])
         return status[push.id]
 
     def _push(self, record: ExecutionRecord) -> Any:
         """The push of ``record`` (None without one); see :func:`build_push`."""
         if self.push_to is None:
             return None
-        return build_push(self.push_to, record, self.engine.services.users.user_keys())
+        users = self.engine.services.users.user_keys()
+        return build_push(self.push_to, record, users, lease=self.deliverer.lease_for_now())
 
 
-def build_push(target: CompiledWebhook, record: ExecutionRecord, user_keys: dict[str, Any]) -> Any:
-    """The :class:`~flowrunner.state.NewPush` of ``record`` to ``target``.
+def build_push(
+    target: CompiledWebhook,
+    record: ExecutionRecord,
+    user_keys: dict[str, Any],
+    *,
+    lease: tuple[str, float] | None = None,
+) -> Any:
+    """The :class:`~flowrunner.state.records.NewPush` of ``record`` to ``target``,
+    recorded already leased to ``lease`` (owner, until) when the sender will attempt it
+    at once.
 
     A push whose URL or headers cannot be rendered is not lost silently: the record
     says it is dead, and why, and None is returned.
@@ -305,6 +317,8 @@ def build_push(target: CompiledWebhook, record: ExecutionRecord, user_keys: dict
         }  # fmt: skip
         return None
     return NewPush(
+        lease_owner=lease[0] if lease else None,
+        lease_until=lease[1] if lease else None,
         id=webhook_id,
         execution_id=record.execution_id,
         webhook=target.webhook.name,

@@ -11,6 +11,7 @@ from flowrunner.plan.types import CompiledProject
 from flowrunner.project import (
     FLOWS_DIR,
     PROJECT_FILE,
+    TEST_SUFFIX,
     check_flow_doc,
     check_project_doc,
     flow_files,
@@ -24,8 +25,10 @@ STDIN = "-"
 
 def _targets(paths: list[str], root: Path) -> list[Path | str]:
     """The files to check, in order; ``-`` stays as is."""
+    from flowrunner.testing.suite import test_files
+
     if not paths:
-        return [root / PROJECT_FILE, *flow_files(root / FLOWS_DIR)]
+        return [root / PROJECT_FILE, *flow_files(root / FLOWS_DIR), *test_files(root)]
     out: list[Path | str] = []
     for raw in paths:
         if raw == STDIN:
@@ -34,6 +37,7 @@ def _targets(paths: list[str], root: Path) -> list[Path | str]:
         path = Path(raw)
         if path.is_dir():
             out.extend(flow_files(path))
+            out.extend(test_files(path))
         elif path.is_file():
             out.append(path)
         else:
@@ -71,10 +75,21 @@ def validate(paths: list[str], project_dir: Path | None, stdin: BinaryIO) -> lis
         diags += more
         if doc is None:
             continue
+        if isinstance(target, Path) and target.name.endswith(TEST_SUFFIX):
+            diags += _check_test_doc(doc, target, root, cproject)
+            continue
         _, more = check_flow_doc(doc, cproject)
         diags += more
         _check_unique(doc, names, diags)
     return sorted(set(diags), key=Diagnostic.sort_key)
+
+
+def _check_test_doc(
+    doc: Document, path: Path, root: Path, cproject: CompiledProject | None
+) -> list[Diagnostic]:
+    from flowrunner.testing.suite import check_suite_doc
+
+    return check_suite_doc(doc, path, root, cproject)[1]
 
 
 def _load(target: Path | str, stdin: BinaryIO) -> tuple[Document | None, list[Diagnostic]]:

@@ -218,3 +218,11 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> StatePlace:
         return tmp_path / "deep" / "folder" / "state.db"
     pg: PgServer = request.getfixturevalue("pg_server")
     return pg.fresh_place()
+
+
+@pytest.fixture(params=["fast", "aiohttp"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each HTTP transport in turn: ``FLOWRUNNER_TRANSPORT`` is set for the test, so the
+    command line, ``Runner`` and ``open_client`` all use it."""
+    monkeypatch.setenv("FLOWRUNNER_TRANSPORT", request.param)
+    return str(request.param)

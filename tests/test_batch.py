@@ -20,14 +20,7 @@ import pytest
 from aiohttp import web
 
 from flowrunner.batch import lines as events
-from flowrunner.batch.lines import (
-    MAX_LINE,
-    Chunk,
-    Invalid,
-    LineReader,
-    Oversize,
-    parse_line,
-)
+from flowrunner.batch.lines import MAX_LINE, Chunk, Invalid, LineReader, Oversize, parse_line
 from flowrunner.batch.local import time_ordered_id
 from flowrunner.batch.progress import Counts, bar_text, summary_line
 from flowrunner.jsoncodec import dumps, loads

@@ -21,8 +21,8 @@ import pytest
 from aiohttp import web
 
 from flowrunner.document import Document
-from flowrunner.net.http import HttpClient
 from flowrunner.net.request import HttpResponse
+from flowrunner.net.transport import open_client
 from flowrunner.oncomplete.delivery import Deliverer, judge, merge_headers, retry_after
 from flowrunner.secrets import Secrets
 from flowrunner.source.model import (
@@ -36,6 +36,8 @@ from flowrunner.source.model import (
 )
 from flowrunner.state import StateStore, open_store
 from flowrunner.state.records import NewPush
+
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
 
 SIGNING_KEY = b"an independent key of 32 bytes!!"
 SIGNING_SECRET = "whsec_" + base64.b64encode(SIGNING_KEY).decode()
@@ -184,7 +186,7 @@ async def test_three_failures_then_delivered_once(
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
     (pushed,) = record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         deliverer = Deliverer(store, client, project, Secrets(ENV), clock=clock)
         stats = await deliverer.drain(timeout=1000)
     assert (stats.attempts, stats.delivered, stats.retried, stats.dead) == (4, 1, 3, 0)
@@ -212,7 +214,7 @@ async def test_schedule_spent_means_dead(
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url, schedule=(0.05, 0.05))
     (pushed,) = record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         stats = await Deliverer(store, client, project, Secrets(ENV)).drain(timeout=5)
     assert (stats.attempts, stats.dead, stats.pending) == (3, 1, 0)
     row = store.outbox_row(pushed.id)
@@ -231,7 +233,7 @@ async def test_other_statuses_are_dead_at_once(
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
     (pushed,) = record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         stats = await Deliverer(store, client, project, Secrets(ENV)).drain(timeout=5)
     assert (stats.attempts, stats.dead, stats.pending) == (1, 1, 0)
     assert len(sink.received) == 1
@@ -249,7 +251,7 @@ async def test_retry_after_is_the_earliest_next_attempt(
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
     (pushed,) = record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         deliverer = Deliverer(store, client, project, Secrets(ENV))
         before = time.time()
         first = await deliverer.deliver_due()
@@ -265,7 +267,7 @@ async def test_jitter_stays_within_twenty_percent(store: StateStore, tmp_path: P
     url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens
     project = make_project(tmp_path, url, schedule=(100.0,))
     pushes = record_pushes(store, url, 20)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         deliverer = Deliverer(store, client, project, Secrets(ENV), rng=random.Random(7))
         stats = await deliverer.deliver_due()
     assert (stats.attempts, stats.retried) == (20, 20)
@@ -289,7 +291,7 @@ async def test_receiver_outage_loses_nothing(
     url = f"http://127.0.0.1:{port}/hook"
     project = make_project(tmp_path, url, schedule=(60.0, 60.0))
     pushes = record_pushes(store, url, 200)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         deliverer = Deliverer(store, client, project, Secrets(ENV))
         down = await deliverer.deliver_due()
         assert (down.attempts, down.retried, down.pending, down.dead) == (200, 200, 200, 0)
@@ -310,7 +312,7 @@ async def test_two_drains_never_send_a_push_twice_at_once(
     project = make_project(tmp_path, url)
     first, second = open_store(place), open_store(place)
     pushes = record_pushes(first, url, 150)
-    async with HttpClient(project.http) as one, HttpClient(project.http) as two:
+    async with open_client(project.http) as one, open_client(project.http) as two:
         a = Deliverer(first, one, project, Secrets(ENV), owner="A")
         b = Deliverer(second, two, project, Secrets(ENV), owner="B")
         stats_a, stats_b = await asyncio.gather(a.drain(timeout=10), b.drain(timeout=10))
@@ -335,7 +337,7 @@ async def test_an_expired_lease_is_taken_over(
     assert store.lease(
         "dead-process", now=time.time() - 100, seconds=1, limit=1, ignore_schedule=True
     )
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         stats = await Deliverer(store, client, project, Secrets(ENV), owner="B").deliver_due()
     assert (stats.attempts, stats.delivered) == (1, 1)
     assert [r.headers["webhook-id"] for r in sink.received] == [pushed.id]
@@ -349,7 +351,7 @@ async def test_a_live_lease_is_respected(
     project = make_project(tmp_path, url)
     record_pushes(store, url, 1)
     assert store.lease("A", now=time.time(), seconds=60, limit=1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         deliverer = Deliverer(store, client, project, Secrets(ENV), owner="B")
         started = time.monotonic()
         stats = await deliverer.drain(timeout=0.5, ignore_schedule=True)
@@ -363,7 +365,7 @@ async def test_drain_stops_when_the_next_attempt_is_past_the_timeout(
     url = f"http://127.0.0.1:{free_port()}/hook"
     project = make_project(tmp_path, url, schedule=(30.0,))
     record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         started = time.monotonic()
         stats = await Deliverer(store, client, project, Secrets(ENV)).drain(timeout=0.5)
     assert (stats.attempts, stats.retried, stats.pending) == (1, 1, 1)
@@ -380,7 +382,7 @@ async def test_a_missing_secret_keeps_the_push_pending(
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
     (pushed,) = record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         secrets = Secrets({"SINK_TOKEN": TOKEN})  # HOOK_KEY is missing
         stats = await Deliverer(store, client, project, secrets).deliver_due()
     assert (stats.attempts, stats.blocked, stats.pending) == (0, 1, 1)
@@ -394,7 +396,7 @@ async def test_a_removed_webhook_is_dead(store: StateStore, tmp_path: Path) -> N
     url = "http://127.0.0.1:9/hook"
     project = make_project(tmp_path, url, webhooks=False)
     (pushed,) = record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         stats = await Deliverer(store, client, project, Secrets(ENV)).deliver_due()
     assert stats.dead == 1
     row = store.outbox_row(pushed.id)
@@ -416,7 +418,7 @@ async def test_refused_by_policy_is_retried(
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url, http=policy, schedule=(60.0,))
     (pushed,) = record_pushes(store, url, 1)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         stats = await Deliverer(store, client, project, Secrets(ENV)).deliver_due()
     assert (stats.attempts, stats.retried, stats.pending) == (1, 1, 1)
     row = store.outbox_row(pushed.id)
@@ -434,7 +436,7 @@ async def test_send_now_reports_each_push(
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url, schedule=(60.0,))
     pushes = record_pushes(store, url, 2)
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http) as client:
         deliverer = Deliverer(store, client, project, Secrets(ENV))
         result = await deliverer.send_now([p.id for p in pushes] + ["unknown"])
     assert set(result) == {p.id for p in pushes}

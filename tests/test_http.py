@@ -12,9 +12,12 @@ import pytest
 from aiohttp import web
 
 from flowrunner.net.egress import EgressPolicy
-from flowrunner.net.http import MAX_BODY, HttpClient, HttpRequest, _EgressResolver
-from flowrunner.net.request import USER_AGENT
+from flowrunner.net.http import _EgressResolver
+from flowrunner.net.request import MAX_BODY, USER_AGENT, HttpRequest
+from flowrunner.net.transport import open_client
 from flowrunner.source.model import HttpPolicy
+
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
 
 LOCAL = HttpPolicy(allow_http=True, allowlist=("127.0.0.1",))
 STANDARD = {"host", "user-agent", "accept", "accept-encoding", "content-length"}
@@ -113,7 +116,7 @@ async def canary(aiohttp_server):
 
 
 async def send(policy: HttpPolicy, url: str, **kwargs):
-    async with HttpClient(policy) as client:
+    async with open_client(policy) as client:
         return await client.send(HttpRequest(method=kwargs.pop("method", "GET"), url=url, **kwargs))
 
 
@@ -163,14 +166,14 @@ async def test_response_headers_are_kept_case_insensitive(server):
 
 
 async def test_cookies_are_not_kept(server):
-    async with HttpClient(LOCAL) as client:
+    async with open_client(LOCAL) as client:
         await client.send(HttpRequest(method="GET", url=server.url + "/cookie"))
         await client.send(HttpRequest(method="GET", url=server.url + "/"))
     assert "Cookie" not in server.requests[1]["headers"]
 
 
 async def test_one_session_is_reused(server):
-    async with HttpClient(LOCAL) as client:
+    async with open_client(LOCAL) as client:
         for _ in range(3):
             response = await client.send(HttpRequest(method="GET", url=server.url + "/"))
             assert response.status == 200
@@ -178,7 +181,7 @@ async def test_one_session_is_reused(server):
 
 
 async def test_a_closed_client_opens_a_new_pool(server):
-    client = HttpClient(LOCAL)
+    client = open_client(LOCAL)
     await client.close()  # closing an unused client is fine
     assert (await client.send(HttpRequest(method="GET", url=server.url + "/"))).status == 200
     await client.close()

@@ -305,8 +305,8 @@ async def test_a_worker_waits_for_its_server_and_stops_cleanly(tmp_path: Path) -
 def test_a_worker_without_a_secret_of_its_flows_does_not_start(
     tmp_path: Path, pg_place: PostgresPlace
 ) -> None:
-    hooks = {"api": {"url": "http://127.0.0.1:9/x", "auth": {"bearer": {"token": {"secret": "API_KEY"}}},
-                     "methods": {"m": {}}}}  # fmt: skip
+    auth = {"bearer": {"token": {"secret": "API_KEY"}}}
+    hooks = {"api": {"url": "http://127.0.0.1:9/x", "auth": auth, "methods": {"m": {}}}}
     flow = "flow: f\nsteps:\n  - id: s\n    webhook: api\n    method: m\n"
     root = write_project(tmp_path, hooks, {"f": flow})
     result = invoke(root, "--state", pg_place.url, "worker")

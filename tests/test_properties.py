@@ -104,7 +104,8 @@ def test_loader_round_trips_plain_data(value):
     source = yaml.dump(value, Dumper=_Dumper)
     document = loader.load_text(source, "f.yaml")
     assert document.data == value
-    assert document.problems == []
+    # PyYAML writes y and n unquoted (it reads them as strings too): only those warn
+    assert all(p.rule == "yaml-truthy" for p in document.problems), document.problems
 
 
 QUOTED_PIECES = {

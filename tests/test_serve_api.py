@@ -287,6 +287,33 @@ async def test_a_key_still_being_recorded_is_409(api: Running) -> None:
     assert (await first).status == 202
 
 
+async def test_keys_are_kept_across_restarts_and_forgotten_after_a_day(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    running = await start(root)
+    key = {"Idempotency-Key": "keep-me"}
+    first = await running.post("hello", {"calls": [{}]}, **key)
+    old = await running.post("hello", {"calls": [{}]}, **{"Idempotency-Key": "old"})
+    await stop(running)
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:  # make "old" two days old
+        conn.execute(
+            "UPDATE idempotency_keys SET created_at = created_at - 172800 WHERE key = 'old'"
+        )
+    conn.close()
+    running = await start(root)
+    try:
+        again = await running.post("hello", {"calls": [{}]}, **key)
+        assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+        assert await again.text() == await first.text()
+        renewed = await running.post("hello", {"calls": [{}]}, **{"Idempotency-Key": "old"})
+        assert renewed.status == 202 and "Idempotent-Replayed" not in renewed.headers
+        assert await renewed.text() != await old.text()
+    finally:
+        await stop(running)
+
+
 async def test_a_bad_idempotency_key_is_400(api: Running) -> None:
     resp = await api.post("hello", {"calls": [{}]}, **{"Idempotency-Key": "x" * 300})
     assert_problem(resp, 400)
@@ -316,11 +343,15 @@ async def test_backlog_full_is_429_with_retry_after_and_stopping_is_503(
         # one at a time until the backlog is full: 3 wait (QUEUED); with one slot, the
         # executor may also hold one more claimed ahead (RUNNING), so 3 or 4 are taken
         accepted = 0
+        last = ""
         while (full := await running.post("lookup", {"calls": [{}]})).status == 202:
             accepted += 1
+            last = json.loads(await full.text())["executions"][0]["execution_id"]
             assert accepted <= 4
             await asyncio.sleep(0.05)
         assert accepted >= 3
+        status, waiting, _ = await running.get(f"/v1/executions/{last}")
+        assert status == 200 and waiting["status"] == "QUEUED" and waiting["flow"] == "lookup"
         assert_problem(full, 429)
         assert int(full.headers["Retry-After"]) >= 1
         running.server.stop_event.set()
@@ -398,8 +429,30 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     assert "serve.tokens" in result.output
 
 
+def test_serve_refuses_to_start_with_an_invalid_flow(tmp_path: Path) -> None:
+    project(tmp_path)
+    (tmp_path / "flows" / "bad.yaml").write_text("flow: bad\nsteps:\n  - id: x\n    nope: 1\n")
+    result = invoke(tmp_path, "serve", "--port", "0", env={"API_TOKEN": TOKEN})
+    assert result.exit_code == 2
+    assert "flows/bad.yaml:3:5: error: a step needs either" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_serve_refuses_to_start_when_a_token_secret_is_unset(tmp_path: Path) -> None:
     project(tmp_path)
     result = invoke(tmp_path, "serve", "--port", "0", env={"API_TOKEN": ""})
     assert result.exit_code == 2
     assert "API_TOKEN" in result.output
+
+
+async def test_a_bug_in_a_handler_is_a_500_problem_and_one_log_line(api: Running) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ZeroDivisionError
+
+    api.server.api.store.execution_states = broken  # a real server with one part broken
+    status, data, headers = await api.get("/v1/executions/x")
+    assert status == 500 and headers["Content-Type"].startswith("application/problem+json")
+    assert data["title"] == "Internal error"
+    lines = [json.loads(x) for x in api.log.getvalue().splitlines()]
+    assert [x["detail"] for x in lines if x["event"] == "internal-error"] == ["ZeroDivisionError"]
+    assert "Traceback" not in api.log.getvalue()

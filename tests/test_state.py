@@ -234,6 +234,33 @@ def test_a_lease_is_exclusive_until_it_runs_out(place: StatePlace) -> None:
     b.close()
 
 
+def test_a_push_recorded_with_its_lease_is_held_from_the_start(place: StatePlace) -> None:
+    a, b = open_store(place), open_store(place)
+    now = time.time()
+    leased = NewPush(**{**_fields(push("e1")), "lease_owner": "A", "lease_until": now + 10})
+    a.record_ends([(record("e1"), leased), (record("e2"), push("e2"))])
+    taken = b.lease("B", now=now, seconds=10, limit=5, ignore_schedule=True)
+    assert [r.id for r in taken] == ["msg_e2"]  # msg_e1 is A's until its lease runs out
+    assert a.mark_delivered_many(["msg_e1", "msg_e2"], "A", now=now) == 1  # not e2: B's
+    assert (a.delivery("msg_e1") or {})["status"] == "delivered"
+    assert b.mark_delivered_many(["msg_e2"], "B", now=now) == 1
+    late = NewPush(**{**_fields(push("e3")), "lease_owner": "A", "lease_until": now + 10})
+    a.record_end(record("e3"), late)  # A dies before sending it
+    assert b.lease("B", now=now + 5, seconds=10, limit=5) == []
+    assert [r.id for r in b.lease("B", now=now + 11, seconds=10, limit=5)] == ["msg_e3"]
+    a.close()
+    b.close()
+
+
+def test_many_pushes_are_marked_in_one_transaction(store: StateStore) -> None:
+    ids = [f"e{i}" for i in range(1200)]  # more than one statement's worth of ids
+    store.record_ends([(record(i), push(i)) for i in ids])
+    now = time.time()
+    assert len(store.lease("A", now=now, seconds=30, limit=2000)) == 1200
+    marked = store.mark_delivered_many([f"msg_{i}" for i in ids] + ["msg_unknown"], "A", now=now)
+    assert marked == 1200 and store.pending_count() == 0
+
+
 def test_lease_respects_schedule_and_ids(store: StateStore) -> None:
     now = time.time()
     for name in ("e1", "e2", "e3"):

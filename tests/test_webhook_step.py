@@ -25,6 +25,8 @@ from conftest import (
 from flowrunner import __version__
 from flowrunner.net.http import MAX_BODY
 
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
+
 CALL = {"cli": "+15551234567", "n": 3}
 
 # keys of every flattened kind: text, number, boolean, null, object, list

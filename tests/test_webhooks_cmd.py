@@ -12,6 +12,8 @@ from conftest import Receiver, free_port, invoke, invoke_async, write_project
 
 from flowrunner import __version__
 
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
+
 
 def hooks(receiver_url: str) -> dict[str, Any]:
     return {

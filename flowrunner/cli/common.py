@@ -134,3 +134,17 @@ def _print_traceback() -> None:
     import traceback
 
     traceback.print_exc()
+
+
+def transport_option(func: F) -> F:
+    """``--transport fast|aiohttp`` (default: ``FLOWRUNNER_TRANSPORT``, else fast when
+    installed); the command receives ``transport`` (None: not given)."""
+    from flowrunner.net.transport import ENV_VAR, TRANSPORTS
+
+    option = click.option(
+        "--transport",
+        type=click.Choice(TRANSPORTS, case_sensitive=False),
+        envvar=ENV_VAR,
+        help=f"The HTTP transport (default: ${ENV_VAR}, else fast when installed).",
+    )
+    return option(func)

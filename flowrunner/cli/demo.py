@@ -162,8 +162,9 @@ def demo_plans(root: Path, port: int, state_dir: Path) -> list[Plan]:
     return plans
 
 
-async def run_demo(echo: Any = click.echo) -> int:
-    """Run every example flow once against the receiver; 0 when all are green."""
+async def run_demo(echo: Any = click.echo, transport: str | None = None) -> int:
+    """Run every example flow once against the receiver (over ``transport``, see
+    :mod:`flowrunner.net.transport`); 0 when all are green."""
     receiver = Receiver()
     runner = web.AppRunner(receiver.app(), access_log=None)
     await runner.setup()
@@ -177,17 +178,17 @@ async def run_demo(echo: Any = click.echo) -> int:
             echo(f"Embedded receiver on http://127.0.0.1:{port} (state in a temporary folder)")
             plans = demo_plans(example_root(), port, Path(tmp))
             for plan in plans:
-                green += await _run_one(plan, receiver, echo)
+                green += await _run_one(plan, receiver, echo, transport)
     finally:
         await runner.cleanup()
     echo(f"\n{green} of {len(plans)} flows completed with their push delivered.")
     return 0 if green == len(plans) else 1
 
 
-async def _run_one(plan: Plan, receiver: Receiver, echo: Any) -> int:
+async def _run_one(plan: Plan, receiver: Receiver, echo: Any, transport: str | None) -> int:
     name = plan.flow.name
     seen, pushed = len(receiver.requests), len(receiver.pushes)
-    async with Runner(plan, Secrets(env={}, extra=SECRETS)) as runner:
+    async with Runner(plan, Secrets(env={}, extra=SECRETS), transport=transport) as runner:
         record = await runner.run(Inputs(call=dict(CALLS.get(name, {}))))
     echo(f"\n== {name}")
     echo(record_text(record.as_dict()))

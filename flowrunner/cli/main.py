@@ -10,11 +10,13 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from flowrunner import __version__
-from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded
+from flowrunner.cli.authoring import graph_command, init_command, test_command
+from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded, transport_option
 from flowrunner.cli.report import FORMATS
 from flowrunner.cli.serve import serve as serve_command
 
@@ -140,11 +142,11 @@ def validate(state: State, paths: tuple[str, ...], fmt: str) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["flow", "project", "on-complete", "openapi"]))
+@click.argument("kind", type=click.Choice(["flow", "project", "on-complete", "test", "openapi"]))
 @guarded
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a flow file, the project file or the on-complete payload,
-    or the OpenAPI document of ``serve``."""
+    """Print the JSON Schema of a flow file, the project file, the on-complete payload or a
+    test file, or the OpenAPI document of ``serve``."""
     from flowrunner.source.schema import schema_text
 
     if kind == "openapi":
@@ -244,6 +246,13 @@ def _check_batch_options(
     help="Processes that share the --events lines and the concurrency (auto: one per CPU).",
 )
 @click.option("--worker", is_flag=True, hidden=True)
+@click.option(
+    "--record",
+    "record_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append this run to a test file as a case (answers as mocks, outcome as expect).",
+)
+@transport_option
 @click.pass_obj
 @guarded
 def run(
@@ -261,6 +270,8 @@ def run(
     output: Path | None,
     workers: str,
     worker: bool,
+    record_to: Path | None,
+    transport: str | None,
 ) -> None:
     """Run FLOW (a flow name of the project, or a path) for one call or a stream of calls.
 
@@ -270,8 +281,17 @@ def run(
     """
     from flowrunner.cli.run import run_batch, run_once
 
-    common = {"project": state.project, "flow": flow, "secrets_file": secrets_file}
+    common: dict[str, Any] = {
+        "project": state.project,
+        "flow": flow,
+        "secrets_file": secrets_file,
+        "transport": transport,
+    }
     _check_batch_options(events, calls + keys + user_keys, as_json, output, workers)
+    if record_to is not None and (events is not None or dry_run):
+        from flowrunner.errors import UsageError
+
+        raise UsageError("--record records one real run: not with --events or --dry-run")
     if events is not None:
         code = run_batch(
             **common,
@@ -292,26 +312,26 @@ def run(
     }
     sys.exit(
         run_once(
-            project=state.project,
-            flow=flow,
-            secrets_file=secrets_file,
+            **common,
             dry_run=dry_run,
             on_complete=not no_on_complete,
             inputs=inputs,
             as_json=as_json,
+            record_to=record_to,
         )
     )
 
 
 @main.command()
+@transport_option
 @guarded
-def demo() -> None:
+def demo(transport: str | None) -> None:
     """Run the example flows against an embedded local receiver (no setup needed)."""
     import asyncio
 
     from flowrunner.cli.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo()))
+    sys.exit(asyncio.run(run_demo(transport=transport)))
 
 
 @main.group()
@@ -332,15 +352,21 @@ def webhooks_list(state: State) -> None:
 @webhooks.command("check")
 @click.argument("name")
 @click.option("--secrets-file", type=click.Path(dir_okay=False, path_type=Path))
+@transport_option
 @click.pass_obj
 @guarded
-def webhooks_check(state: State, name: str, secrets_file: Path | None) -> None:
+def webhooks_check(
+    state: State, name: str, secrets_file: Path | None, transport: str | None
+) -> None:
     """Is the webhook's URL reachable, and is its auth accepted? (exit 0 yes, 1 no)"""
     from flowrunner.cli.webhooks import check_webhook
 
-    ok, message = check_webhook(state.project, name, secrets_file)
+    ok, message = check_webhook(state.project, name, secrets_file, transport)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
 
 
 main.add_command(serve_command)
+main.add_command(test_command)
+main.add_command(init_command)
+main.add_command(graph_command)

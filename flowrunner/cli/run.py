@@ -49,17 +49,30 @@ def run_once(
     on_complete: bool,
     inputs: dict[str, Any],
     as_json: bool,
+    record_to: Path | None = None,
+    transport: str | None = None,
 ) -> int:
-    """Run one execution and print it; returns the exit code."""
+    """Run one execution and print it (and with ``record_to``, append it to that test
+    file as a case); returns the exit code."""
     from flowrunner.cli.report import record_text
     from flowrunner.runner import Runner
 
     plan = load_plan(require_root(project), flow)
     secrets = make_secrets(secrets_file, masked=dry_run)
+    if record_to is not None:
+        from flowrunner.testing.record import check_target
+
+        check_target(record_to, plan.flow.name)  # before anything runs
 
     async def go() -> ExecutionRecord:
-        async with Runner(plan, secrets, dry_run=dry_run, on_complete=on_complete) as runner:
-            return await runner.run(Inputs(**inputs))
+        async with Runner(
+            plan, secrets, dry_run=dry_run, on_complete=on_complete, transport=transport
+        ) as runner:
+            if record_to is None:
+                return await runner.run(Inputs(**inputs))
+            from flowrunner.testing.record import run_recorded
+
+            return await run_recorded(runner, inputs, record_to)
 
     record = asyncio.run(go())
     data = record.as_dict()
@@ -95,6 +108,7 @@ def batch_run(
     workers: int = 1,
     worker: bool = False,
     debug: bool = False,
+    transport: str | None = None,
 ) -> int:
     """``run --events``: run every line of ``events``, write the records, summarise.
 
@@ -120,6 +134,7 @@ def batch_run(
         on_complete=on_complete,
         concurrency=concurrency,
         group_commit=True,
+        transport=transport,
     )
     fd, size = _open_events(events)
     out = Output(_open_output(output))
@@ -132,7 +147,7 @@ def batch_run(
             if not dry_run:
                 _prepare_state(plan, runner.secrets)  # its errors once, not once per worker
             parts = shares(concurrency, workers)
-            options = (secrets_file, dry_run, on_complete, debug)
+            options = (secrets_file, dry_run, on_complete, debug, transport)
             commands = _worker_commands(root, flow, parts, *options)
             window = WINDOW_FACTOR * concurrency
             outcome = loop.run(run_parallel(commands, parts, fd, out, window=window, bar=bar))
@@ -164,6 +179,7 @@ def _worker_commands(
     dry_run: bool,
     on_complete: bool,
     debug: bool,
+    transport: str | None,
 ) -> list[list[str]]:
     """The command line of each worker process, with its part of the concurrency."""
     common = [sys.executable, "-m", "flowrunner", "--project", str(root)]
@@ -175,6 +191,8 @@ def _worker_commands(
         common.append("--dry-run")
     if not on_complete:
         common.append("--no-on-complete")
+    if transport is not None:
+        common += ["--transport", transport]
     return [[*common, "--concurrency", str(part)] for part in parts]
 
 

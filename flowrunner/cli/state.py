@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flowrunner.cli.common import EXIT_OK, EXIT_PENDING, State, guarded
+from flowrunner.cli.common import EXIT_OK, EXIT_PENDING, State, guarded, transport_option
 from flowrunner.errors import Diagnostic, InvalidProject, UsageError
 
 if TYPE_CHECKING:  # --help lists these commands: it must not import the state store
@@ -144,10 +144,16 @@ def retry(state: State, delivery_id: str | None, all_dead: bool) -> None:
     help="NAME=value lines read before the environment.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@transport_option
 @click.pass_obj
 @guarded
 def drain(
-    state: State, timeout: float, ignore_schedule: bool, secrets_file: Path | None, as_json: bool
+    state: State,
+    timeout: float,
+    ignore_schedule: bool,
+    secrets_file: Path | None,
+    as_json: bool,
+    transport: str | None,
 ) -> None:
     """Send every push that is due and those falling due within --timeout.
 
@@ -157,7 +163,7 @@ def drain(
 
     secrets = Secrets(extra=read_secrets_file(secrets_file) if secrets_file else None)
     with opened(state) as (project, store):
-        stats = _run_drain(project, store, secrets, timeout, ignore_schedule)
+        stats = _run_drain(project, store, secrets, (timeout, ignore_schedule), transport)
     if as_json:
         click.echo(dumps(stats.as_dict()))
     else:
@@ -169,15 +175,21 @@ def drain(
 
 
 def _run_drain(
-    project: Project, store: StateStore, secrets: Secrets, timeout: float, ignore_schedule: bool
+    project: Project,
+    store: StateStore,
+    secrets: Secrets,
+    how: tuple[float, bool],
+    transport: str | None,
 ) -> DeliveryStats:
     import asyncio
 
-    from flowrunner.net.http import HttpClient
+    from flowrunner.net.transport import open_client
     from flowrunner.oncomplete.delivery import Deliverer
 
+    timeout, ignore_schedule = how
+
     async def go() -> DeliveryStats:
-        async with HttpClient(project.http) as client:
+        async with open_client(project.http, transport=transport) as client:
             deliverer = Deliverer(store, client, project, secrets)
             return await deliverer.drain(timeout=timeout, ignore_schedule=ignore_schedule)
 

@@ -54,9 +54,10 @@ def list_webhooks(project_dir: Path | None) -> str:
 
 
 def check_webhook(
-    project_dir: Path | None, name: str, secrets_file: Path | None
+    project_dir: Path | None, name: str, secrets_file: Path | None, transport: str | None = None
 ) -> tuple[bool, str]:
-    """Send one empty request with the webhook's auth; ``(ok, message)``."""
+    """Send one empty request with the webhook's auth (over ``transport``, see
+    :mod:`flowrunner.net.transport`); ``(ok, message)``."""
     cproject = _project(project_dir)
     cw = cproject.webhooks.get(name)
     if cw is None:
@@ -64,11 +65,14 @@ def check_webhook(
         extra = f" (did you mean '{hint}'?)" if hint else ""
         raise UsageError(f"no webhook named '{name}'{extra}")
     secrets = Secrets(extra=read_secrets_file(secrets_file) if secrets_file else None)
-    return asyncio.run(_check(cproject.project, cw, secrets))
+    return asyncio.run(_check(cproject.project, cw, secrets, transport))
 
 
-async def _check(project: m.Project, cw: CompiledWebhook, secrets: Secrets) -> tuple[bool, str]:
-    from flowrunner.net.http import HttpClient, HttpRequest
+async def _check(
+    project: m.Project, cw: CompiledWebhook, secrets: Secrets, transport: str | None
+) -> tuple[bool, str]:
+    from flowrunner.net.request import HttpRequest
+    from flowrunner.net.transport import open_client
 
     hook = cw.webhook
     try:
@@ -79,7 +83,7 @@ async def _check(project: m.Project, cw: CompiledWebhook, secrets: Secrets) -> t
     if hook.signing_secret is not None:
         secret = secrets.resolve(hook.signing_secret)
         headers.update(signing.headers(secret, f"check_{int(time.time())}", int(time.time()), b""))
-    async with HttpClient(project.http) as client:
+    async with open_client(project.http, transport=transport) as client:
         answer = await client.send(
             HttpRequest(method=hook.method, url=url, headers=headers, timeout=hook.timeout)
         )

@@ -26,10 +26,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from flowrunner.net.egress import EgressPolicy
-from flowrunner.net.request import USER_AGENT, FailureKind, HttpRequest, HttpResponse
+from flowrunner.net.request import MAX_BODY, USER_AGENT, FailureKind, HttpRequest, HttpResponse
 from flowrunner.source.model import HttpPolicy
-
-MAX_BODY = 1 << 20
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _NO_CONTENT_TYPE = ("Content-Type",)

@@ -16,6 +16,7 @@ from flowrunner.secrets import Secrets
 from flowrunner.source import model as m
 
 USER_AGENT = f"flowrunner/{__version__}"
+MAX_BODY = 1 << 20  # bytes of an answer's body, counted after decompression
 
 FailureKind = Literal["timeout", "connection", "refused", "too_large", "disabled"]
 

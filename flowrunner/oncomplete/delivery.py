@@ -33,12 +33,12 @@ from typing import Any, Literal
 from flowrunner.errors import SecretError
 from flowrunner.net import request as wire
 from flowrunner.net import signing
-from flowrunner.net.http import HttpClient, HttpRequest
-from flowrunner.net.request import HttpResponse
+from flowrunner.net.request import HttpRequest, HttpResponse
+from flowrunner.net.transport import Client
 from flowrunner.secrets import Secrets
 from flowrunner.source.model import Project, Webhook
 from flowrunner.state.protocol import Outbox
-from flowrunner.state.records import OutboxRow
+from flowrunner.state.records import NewPush, OutboxRow
 
 JITTER = 0.2  # each wait is its schedule entry times a factor in [0.8, 1.2]
 LEASE_MARGIN = 5.0  # seconds a lease outlasts the longest possible attempt
@@ -164,7 +164,7 @@ class Deliverer:
     def __init__(
         self,
         store: Outbox,
-        client: HttpClient,
+        client: Client,
         project: Project,
         secrets: Secrets,
         *,
@@ -196,14 +196,31 @@ class Deliverer:
             chunk = ids[start : start + IDS_PER_LEASE]
             rows = self._lease(cutoff, ids=chunk, limit=len(chunk), ignore_schedule=True)
             await self._attempt_all(rows)
-            for row in self.store.outbox_rows(chunk).values():
-                out[row.id] = {
-                    "webhook": row.webhook,
-                    "webhook_id": row.id,
-                    "status": row.status,
-                    "attempts": row.attempts,
-                }
+            out.update(self._statuses(chunk))
         return out
+
+    def lease_for_now(self) -> tuple[str, float]:
+        """``(lease_owner, lease_until)`` for a push recorded to be sent at once by
+        :meth:`send_leased`: no other sender takes it before that attempt is settled."""
+        return self.owner, self.clock() + self.lease_seconds
+
+    async def send_leased(self, pushes: Sequence[NewPush]) -> dict[str, dict[str, Any]]:
+        """One immediate attempt at each of ``pushes``, recorded (and committed) with
+        :meth:`lease_for_now`'s lease: no lease transaction, and no reading back when
+        every push was delivered and marked. Returns what :meth:`send_now` returns."""
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(pushes), IDS_PER_LEASE):
+            chunk = [_leased_row(push) for push in pushes[start : start + IDS_PER_LEASE]]
+            outcomes, marked = await self._attempt_all(chunk)
+            if marked and all(outcome == "delivered" for outcome in outcomes):
+                out.update({row.id: _status(row, "delivered", 1) for row in chunk})
+            else:
+                out.update(self._statuses([row.id for row in chunk]))
+        return out
+
+    def _statuses(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        rows = self.store.outbox_rows(ids).values()
+        return {row.id: _status(row, row.status, row.attempts) for row in rows}
 
     async def deliver_due(self, *, ignore_schedule: bool = False) -> DeliveryStats:
         """One pass: attempt once every push due now (every pending one with
@@ -211,7 +228,7 @@ class Deliverer:
         stats = DeliveryStats()
         cutoff = self.clock()
         while rows := self._lease(cutoff, limit=self.batch, ignore_schedule=ignore_schedule):
-            for outcome in await self._attempt_all(rows):
+            for outcome in (await self._attempt_all(rows))[0]:
                 stats.count(outcome)
         stats.pending = self.store.pending_count()
         return stats
@@ -252,8 +269,9 @@ class Deliverer:
             due_by=cutoff,
         )
 
-    async def _attempt_all(self, rows: list[OutboxRow]) -> list[Outcome]:
-        """One attempt at each of ``rows`` (leased by us), all at once.
+    async def _attempt_all(self, rows: list[OutboxRow]) -> tuple[list[Outcome], bool]:
+        """One attempt at each of ``rows`` (leased by us), all at once: the outcomes, and
+        whether every delivered one was marked so (False: a lease was lost meanwhile).
 
         Successes are marked together, in one transaction after the last attempt of
         the lot: one commit instead of one per push. A crash between a receiver's 2xx
@@ -261,12 +279,13 @@ class Deliverer:
         once the lease runs out, as after a crash between a 2xx and a single mark.
         """
         delivered: list[str] = []
+        marked = 0
         try:
             outcomes = await asyncio.gather(*(self._attempt(row, delivered) for row in rows))
         finally:  # also when one attempt failed or the lot was cancelled
             if delivered:
-                self.store.mark_delivered_many(delivered, self.owner, now=self.clock())
-        return list(outcomes)
+                marked = self.store.mark_delivered_many(delivered, self.owner, now=self.clock())
+        return list(outcomes), marked == len(delivered)
 
     async def _attempt(self, row: OutboxRow, delivered: list[str]) -> Outcome:
         now = self.clock()
@@ -326,3 +345,26 @@ class Deliverer:
     def _wait(self, index: int) -> float:
         base = self.project.delivery.retry_schedule[index]
         return base * self.rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def _leased_row(push: NewPush) -> OutboxRow:
+    """The outbox row of a push just recorded, as the store holds it."""
+    return OutboxRow(
+        id=push.id,
+        execution_id=push.execution_id,
+        webhook=push.webhook,
+        url=push.url,
+        headers=push.headers,
+        payload=push.payload,
+        status="pending",
+        attempts=0,
+        next_attempt_at=push.created_at,
+        last_attempt_at=None,
+        last_error=None,
+        created_at=push.created_at,
+        delivered_at=None,
+    )
+
+
+def _status(row: OutboxRow, status: str, attempts: int) -> dict[str, Any]:
+    return {"webhook": row.webhook, "webhook_id": row.id, "status": status, "attempts": attempts}

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowrunner.execution.record import ExecutionRecord
-from flowrunner.jsoncodec import compact
+from flowrunner.jsoncodec import compact, dumps_strict
 from flowrunner.times import iso
 
 # callDetails field <- $call name
@@ -69,8 +69,9 @@ def build_payload(record: ExecutionRecord) -> dict[str, Any]:
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:
-    """The exact bytes sent (and stored in the outbox)."""
-    return compact(payload).encode()
+    """The exact bytes sent (and stored in the outbox); raises UnicodeEncodeError for a
+    lone surrogate, which UTF-8 cannot carry."""
+    return dumps_strict(payload)
 
 
 def webhook_id(execution_id: str) -> str:

@@ -17,8 +17,10 @@ from flowrunner.server.metrics import Gauge, Metrics
 from flowrunner.server.openapi import document
 from flowrunner.server.problems import Problem
 from flowrunner.server.storeio import StoreWriter
+from flowrunner.times import iso_unix as iso
 
 MAX_RETRY_AFTER = 60  # seconds
+WAITING_TTL = 0.05  # seconds a count of the waiting executions is used for
 Request = Any  # aiohttp.web.Request (aiohttp stays in flowrunner.server.app)
 Response = Any  # aiohttp.web.StreamResponse
 
@@ -45,11 +47,13 @@ class Api:
         self.stopping = False
         self.metrics = Metrics()
         self._inflight: set[str] = set()
+        self._waiting_count = 0
+        self._counted_at = -WAITING_TTL
         self._ended: list[float] = []  # monotonic times of recent ends, for Retry-After
         self._add_gauges()
 
     def _add_gauges(self) -> None:
-        def waiting() -> float:
+        def waiting() -> float:  # exact at each scrape (the backlog check uses a cache)
             return float(self.store.queue_counts(now=time.time())[0])
 
         gauges: list[tuple[str, str, Callable[[], float]]] = [
@@ -108,6 +112,7 @@ class Api:
         if done.replayed and done.fingerprint != print_:
             raise Problem("idempotency-mismatch", "this Idempotency-Key was used with another body")
         if not done.replayed:
+            self._waiting_count += len(calls)
             self.metrics.accepted.inc((flow,), len(calls))
             self.executor.wake()
         return app.accepted(done.answer, replayed=done.replayed)
@@ -126,9 +131,18 @@ class Api:
             raise Problem("idempotency-mismatch", "this Idempotency-Key was used with another body")
         return app.accepted(known[1], replayed=True)
 
+    def _waiting(self) -> int:
+        """Executions waiting in the queue, counted at most every WAITING_TTL seconds
+        (counting scans the queue); those accepted since are added."""
+        now = time.monotonic()
+        if now - self._counted_at >= WAITING_TTL:
+            self._waiting_count = self.store.queue_counts(now=time.time())[0]
+            self._counted_at = now
+        return self._waiting_count
+
     def _check_backlog(self, count: int) -> None:
         limit = self.revision.project.serve.max_backlog
-        waiting, _ = self.store.queue_counts(now=time.time())
+        waiting = self._waiting()
         if waiting + count <= limit:
             return
         raise Problem(
@@ -168,8 +182,6 @@ class Api:
             state = states.get(entry["execution_id"])
             status = state["status"] if state is not None else "UNKNOWN"
             executions.append({**entry, "status": status})
-        from flowrunner.times import iso_unix as iso
-
         return app.json_response(
             {"request-id": request_id, "flow": flow, "created_at": iso(created),
              "executions": executions}

@@ -95,7 +95,11 @@ async def _answer(request: web.Request, handler: Handler, api: Any) -> web.Strea
         return _problem(_from_http(exc), request.path[:200])
     except StateError as exc:
         api.log.event("state-error", detail=str(exc))
-        return _problem(Problem("unavailable", "the state store cannot be used now"), request.path)
+        unavailable = Problem("unavailable", "the state store cannot be used now")
+        return _problem(unavailable, request.path[:200])
+    except Exception as exc:  # a bug: one line in the log, a problem for the client
+        api.log.event("internal-error", detail=type(exc).__name__, path=request.path[:200])
+        return _problem(Problem("internal", "internal error"), request.path[:200])
 
 
 def _from_http(exc: web.HTTPException) -> Problem:

@@ -14,6 +14,7 @@ diagnostics logged) and the previous one keeps serving.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 KEY_DAYS = 1.0  # idempotency keys are kept at least this many days
 SEND_POLL = 1.0  # seconds between looks at the outbox for due pushes
+HOUSEKEEPING = 3600.0  # seconds between applications of the retention
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,14 +60,20 @@ def check_secrets(revision: Revision, secrets: Secrets) -> None:
 
 
 def dead_local_owners(owners: list[str]) -> list[str]:
-    """The lease owners (``host:pid:random``) of this host whose process is gone."""
+    """The lease owners (``host:pid:random``) of this host whose process is gone.
+
+    Call it before this process claims anything: an owner with this process's pid is
+    counted as gone."""
     host = socket.gethostname()
     dead = []
     for owner in owners:
         parts = owner.rsplit(":", 2)
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
             continue
-        if not _alive(int(parts[1])):
+        pid = int(parts[1])
+        # our own pid: a process before us had it (in a container, each start may get
+        # the same pid); this process has claimed nothing yet when this is asked
+        if pid == os.getpid() or not _alive(pid):
             dead.append(owner)
     return dead
 
@@ -148,10 +156,7 @@ class Server:
         now = time.time()
         owners = store.lease_owners()
         freed = store.requeue(now=now, dead_owners=dead_local_owners(owners))
-        keep = revision.project.history.keep_days * 86_400
-        store.prune_requests(
-            keys_before=now - KEY_DAYS * 86_400, requests_before=now - max(keep, 86_400)
-        )
+        prune(store, revision, now)
         waiting, _ = store.queue_counts(now=now)
         if waiting:
             self.log.event("recover", waiting=waiting, released=freed)
@@ -222,13 +227,31 @@ class Server:
         self.log.event("reload", flows=",".join(sorted(revision.plans)))
 
     async def _send_pushes(self) -> None:
-        """Send due on-complete pushes in the background, as ``deliveries drain`` does."""
+        """Send due on-complete pushes in the background, as ``deliveries drain`` does;
+        apply the retention of history and requests every HOUSEKEEPING seconds."""
+        kept = time.monotonic()
         while True:
             try:
                 await self.deliverer.deliver_due()
-            except FlowrunnerError as exc:
-                self.log.event("delivery-error", detail=str(exc))
+                if time.monotonic() - kept >= HOUSEKEEPING:
+                    kept = time.monotonic()
+                    retain = functools.partial(prune, revision=self.api.revision, now=time.time())
+                    await self.writer.call(retain)
+            except Exception as exc:  # the sender must outlive one bad pass
+                detail = str(exc) if isinstance(exc, FlowrunnerError) else type(exc).__name__
+                self.log.event("delivery-error", detail=detail)
             await asyncio.sleep(SEND_POLL)
+
+
+def prune(store: Any, revision: Revision, now: float) -> None:
+    """Retention: the history of the project (``history:``), idempotency keys older
+    than KEY_DAYS, requests older than the history (and than KEY_DAYS)."""
+    history = revision.project.history
+    keep = history.keep_days * 86_400
+    store.prune_runs(older_than=keep, keep=history.keep_runs, now=now)
+    store.prune_requests(
+        keys_before=now - KEY_DAYS * 86_400, requests_before=now - max(keep, KEY_DAYS * 86_400)
+    )
 
 
 def serve(options: Options, secrets: Secrets) -> int:

@@ -27,6 +27,7 @@ TITLES: dict[str, tuple[int, str]] = {
     "invalid-body": (422, "The body does not match the request schema"),
     "idempotency-mismatch": (422, "This Idempotency-Key was used with another body"),
     "backlog-full": (429, "Too many executions are waiting"),
+    "internal": (500, "Internal error"),
     "shutting-down": (503, "The server is shutting down"),
     "unavailable": (503, "The state store is unavailable"),
 }

@@ -23,6 +23,7 @@ from yaml.nodes import ScalarNode
 
 from flowrunner.document import Document, Path
 from flowrunner.errors import Diagnostic, LoadError, Mark
+from flowrunner.source.yaml12 import BOOLEANS, TRUTHY_11, TRUTHY_KEYS, truthy_warning
 
 MAX_BYTES = 1 << 20  # 1 MiB
 MAX_DEPTH = 64
@@ -388,7 +389,7 @@ class _Builder:
             top.key = text
             return
         mark = _mark(event, event.style or None)
-        key = self._value(event)
+        key = self._value(event, key=True)
         if type(key) is not str:
             self._problem(mark, "yaml-key-type", _key_type_message(text, key))
             key = text
@@ -415,8 +416,14 @@ class _Builder:
                 if isinstance(child, dict | list):
                     pending.append(((*path, key), child))
 
-    def _value(self, event: events.ScalarEvent) -> Any:
+    def _value(self, event: events.ScalarEvent, key: bool = False) -> Any:
         tag, value = event.tag, event.value
+        # every YAML 1.1 boolean word has 1 to 3 characters: most values skip the lookup
+        if tag is None and len(value) < 4 and event.implicit[0] and value in TRUTHY_11:
+            if key and value not in TRUTHY_KEYS:
+                return value
+            self.problems.append(truthy_warning(self.file, _mark(event), value))
+            return value
         if tag is None:
             tag = _implicit_tag(value) if event.implicit[0] else _STR
         if tag == _STR or tag == "!":  # "!" is the non-specific tag: a string
@@ -445,7 +452,7 @@ def _construct(tag: str, value: str) -> Any:
     if tag == _NULL:
         return None
     if tag == _BOOL:
-        return _CONSTRUCTOR.bool_values[value.lower()]
+        return BOOLEANS[value]  # YAML 1.2: !!bool yes is no boolean (a KeyError)
     if tag == _INT:
         if value.isdigit() and value.isascii() and value[0] != "0":
             return int(value)

@@ -21,9 +21,9 @@ from typing import Any, Literal, cast
 from flowrunner.errors import Diagnostic, Mark
 from flowrunner.source.fastcheck import is_valid
 
-Kind = Literal["flow", "project", "on-complete"]
+Kind = Literal["flow", "project", "on-complete", "test"]
 Path = tuple[str | int, ...]
-KINDS: tuple[Kind, ...] = ("flow", "project", "on-complete")
+KINDS: tuple[Kind, ...] = ("flow", "project", "on-complete", "test")
 
 DEFS_PREFIX = "#/$defs/"
 SCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas", "$defs"})

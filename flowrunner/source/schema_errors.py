@@ -34,6 +34,7 @@ _ROOT_NOUNS: dict[str, str] = {
     "flow": "the flow",
     "project": "the project file",
     "on-complete": "the payload",
+    "test": "the test file",
 }
 # Objects that are named by the key holding them: "webhook 'crm'", not "'crm'".
 _NAMED_TITLES = frozenset({"webhook", "webhook method"})

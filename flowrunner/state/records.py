@@ -29,6 +29,9 @@ class NewPush:
     headers: dict[str, str]
     payload: bytes
     created_at: float
+    # a sender about to attempt the push at once records it already leased to itself
+    lease_owner: str | None = None
+    lease_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +142,8 @@ def push_row(push: NewPush) -> tuple[Any, ...]:
         push.payload,
         push.created_at,
         push.created_at,
+        push.lease_owner,
+        push.lease_until,
     )
 
 

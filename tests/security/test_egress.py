@@ -14,6 +14,8 @@ import pytest
 
 from .helpers import CALL_FLOW, cli, one_error_line, run_json, write_project
 
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
+
 # `host` is where a caller's value (or a flow author's URL) points the request: the
 # webhook URL is `<scheme>://$call.host/hook`. {port} is the canary's port.
 PROBES = {

@@ -8,16 +8,18 @@ import asyncio
 
 import pytest
 
-from flowrunner.net.http import HttpClient, HttpRequest
-from flowrunner.net.request import HttpResponse
+from flowrunner.net.request import HttpRequest, HttpResponse
+from flowrunner.net.transport import open_client
 from flowrunner.source.model import HttpPolicy
+
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
 
 LOCAL = HttpPolicy(allow_http=True, allowlist=("127.0.0.1",))
 
 
 def send(policy: HttpPolicy, **request: object) -> HttpResponse:
     async def go() -> HttpResponse:
-        async with HttpClient(policy) as client:
+        async with open_client(policy) as client:
             return await client.send(HttpRequest(**request))  # type: ignore[arg-type]
 
     return asyncio.run(go())

@@ -10,6 +10,8 @@ import pytest
 
 from .helpers import CALL_FLOW, cli, one_error_line, run_json, write_project
 
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
+
 ASSIGN = "flow: t\nsteps:\n  - id: t\n    operation: assign\n    set: {y: $call.cli}\n"
 
 

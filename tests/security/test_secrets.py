@@ -24,6 +24,8 @@ from flowrunner.oncomplete import payload as oncomplete
 
 from .helpers import Project, Recorder, cli, write_project
 
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
+
 PASSWORD = "CANARY-s3cr3t-7f1e"
 TOKEN = "CANARY-t0ken-4b2d9"
 SIGNING = "CANARY-s1gn-9c3a8"

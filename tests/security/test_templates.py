@@ -17,6 +17,8 @@ from flowrunner.templating import Variables, compile_value
 
 from .helpers import CALL_FLOW, cli, run_json, write_project
 
+pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
+
 
 def assign_flow(template: str) -> str:
     """A flow whose only step assigns ``template`` (YAML-quoted) to flow key y."""

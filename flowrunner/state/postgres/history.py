@@ -16,8 +16,9 @@ _INSERT_RUN = (
     "VALUES (%s, %s, %s, %s, %s, %s)"
 )
 _INSERT_PUSH = (
-    "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, status, "
-    "attempts, next_attempt_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s)"
+    "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, status, attempts, "
+    "next_attempt_at, created_at, lease_owner, lease_until) "
+    "VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s)"
 )
 # a retry after a lost connection: the first attempt may have committed
 _ONCE = " ON CONFLICT DO NOTHING"

@@ -167,6 +167,10 @@ class PgOutbox:
         """How many pushes are still pending."""
         return int(self.db.read("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")[0][0])
 
+    def dead_count(self) -> int:
+        """How many pushes were given up (dead-lettered)."""
+        return int(self.db.read("SELECT COUNT(*) FROM outbox WHERE status = 'dead'")[0][0])
+
 
 def _lease_sql(ignore_schedule: bool, by_id: bool) -> bytes:
     """The claiming statement of :meth:`PgOutbox.lease` (named parameters)."""

@@ -33,8 +33,8 @@ _UPSERT_RUN = (
 )
 _INSERT_PUSH = (
     "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, status, attempts, "
-    "next_attempt_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s) "
-    "ON CONFLICT (id) DO NOTHING"
+    "next_attempt_at, created_at, lease_owner, lease_until) "
+    "VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
 )
 _FREE = "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE "
 

@@ -29,7 +29,7 @@ class HistoryMixin(Connection):
         pushes = [push_row(push) for _, push in items if push is not None]
         with self._write("record executions", durable=bool(pushes)) as cur:
             _insert_rows(cur, _INSERT_RUN, "(?, ?, ?, ?, ?, ?)", runs)
-            _insert_rows(cur, _INSERT_PUSH, "(?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)", pushes)
+            _insert_rows(cur, _INSERT_PUSH, "(?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)", pushes)
 
     def runs(self, limit: int = 100) -> list[dict[str, Any]]:
         """Executions, newest first (``limit`` 0: all), in the ``runs list --json`` shape.
@@ -100,9 +100,9 @@ class HistoryMixin(Connection):
 _INSERT_RUN = "INSERT INTO runs (execution_id, flow, status, started_at, ended_at, record) VALUES "
 _INSERT_PUSH = (
     "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, status, "
-    "attempts, next_attempt_at, created_at) VALUES "
+    "attempts, next_attempt_at, created_at, lease_owner, lease_until) VALUES "
 )
-ROWS_PER_INSERT = 100  # 8 parameters a row at most: below SQLite's oldest limit of 999
+ROWS_PER_INSERT = 90  # 10 parameters a row at most: below SQLite's oldest limit of 999
 
 
 def _insert_rows(cur: sqlite3.Cursor, head: str, row: str, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -100,15 +100,21 @@ class OutboxMixin(Connection):
         """Settle an attempt at each push of ``ids`` that ``owner`` still holds, in one
         transaction; how many it settled."""
         count = ", attempts = attempts + 1" if attempted else ""
-        sql = (
-            f"UPDATE outbox SET {changes}{count}, last_attempt_at = :now, "
-            "lease_owner = NULL, lease_until = NULL "
-            "WHERE id = :id AND lease_owner = :owner AND status = 'pending'"
-        )
-        rows = [{**params, "id": id_, "owner": owner} for id_ in ids]
+        settled = 0
         with self._write("update a push" if len(ids) == 1 else "update pushes") as cur:
-            cur.executemany(sql, rows)
-            return cur.rowcount
+            # one statement per IDS_PER_UPDATE pushes: one step into SQLite, not one each
+            for start in range(0, len(ids), IDS_PER_UPDATE):
+                chunk = ids[start : start + IDS_PER_UPDATE]
+                names = ", ".join(f":id{i}" for i in range(len(chunk)))
+                sql = (
+                    f"UPDATE outbox SET {changes}{count}, last_attempt_at = :now, "
+                    "lease_owner = NULL, lease_until = NULL "
+                    f"WHERE id IN ({names}) AND lease_owner = :owner AND +status = 'pending'"
+                )
+                values = {f"id{i}": id_ for i, id_ in enumerate(chunk)}
+                cur.execute(sql, {**params, "owner": owner, **values})
+                settled += cur.rowcount
+        return settled
 
     def deliveries(self, *, dead_only: bool = False) -> list[dict[str, Any]]:
         """Every push, oldest first, in the ``deliveries list --json`` shape."""
@@ -166,6 +172,7 @@ class OutboxMixin(Connection):
         return int(self._read("SELECT COUNT(*) FROM outbox WHERE status = 'dead'")[0][0])
 
 
+IDS_PER_UPDATE = 500  # with a few more parameters: below SQLite's oldest limit of 999
 _RETRY = (
     "UPDATE outbox SET attempts = CASE status WHEN 'dead' THEN 0 ELSE attempts END, "
     "status = 'pending', next_attempt_at = ? WHERE status IN ('pending', 'dead')"

@@ -133,8 +133,8 @@ class QueueMixin(Connection):
             )
             cur.executemany(
                 "INSERT INTO outbox (id, execution_id, webhook, url, headers, payload, "
-                "status, attempts, next_attempt_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (id) DO NOTHING",
+                "status, attempts, next_attempt_at, created_at, lease_owner, lease_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 pushes,
             )
             cur.executemany("DELETE FROM queue WHERE execution_id = ?", [(run[0],) for run in runs])
