@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,15 @@ class CachedUserKeys:
     def set_user_key(self, name: str, value: Any) -> None:
         self._store.set_user_key(name, value)
         self._values[name] = value
+
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read, change and write ``names`` in one store transaction (never from the
+        cache, which may lag); returns what was written."""
+        written: dict[str, Any] = self._store.update_user_keys(names, change)
+        self._values.update(written)
+        return written
 
 
 class PushBatcher:
@@ -186,11 +195,11 @@ class Runner:
         users: UserKeyStore
         if self.dry_run:
             # what a real run would read (seeds, then the stored values), never written
-            stored: dict[str, Any] = {}
-            if self.project.state.exists():
-                from flowrunner.state import read_user_keys
+            from flowrunner.state import read_user_keys
 
-                stored = read_user_keys(self.project.state)
+            # a masked (dry-run) secret is no password: read it from the environment
+            secrets = None if self.secrets.masked else self.secrets
+            stored = read_user_keys(self.project.state, secrets)
             users = MemoryUserKeys({**self.project.user_keys, **stored})
         else:
             users = await self._open_state()
@@ -209,7 +218,7 @@ class Runner:
         from flowrunner.oncomplete.delivery import Deliverer
         from flowrunner.state import open_recorder, open_store
 
-        self.store = open_store(self.project.state)
+        self.store = open_store(self.project.state, self.secrets)
         self._stack.callback(self.store.close)
         self.store.seed_user_keys(self.project.user_keys)
         self._stack.callback(self._prune)  # runs after everything opened below is closed

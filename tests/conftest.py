@@ -15,7 +15,7 @@ import hmac
 import socket
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pytest
 import yaml
 from aiohttp import web
 from click.testing import CliRunner, Result
+from pg import PgServer, start_server
 
 from flowrunner.cli.main import main
 from flowrunner.execution.context import Inputs
@@ -32,6 +33,7 @@ from flowrunner.plan.types import Plan
 from flowrunner.project import load_plan
 from flowrunner.runner import Runner
 from flowrunner.secrets import Secrets
+from flowrunner.source.model import PostgresPlace, StatePlace
 
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -192,6 +194,30 @@ def invoke(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
 async def invoke_async(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
     """:func:`invoke` off the event loop that serves the test's receiver."""
     return await asyncio.to_thread(invoke, root, *args, env=env)
+
+
+# ---- state places: SQLite and PostgreSQL ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's own database on the PostgreSQL test server (see tests/pg.py)."""
+    yield from start_server()
+
+
+@pytest.fixture
+def pg_place(pg_server: PgServer) -> PostgresPlace:
+    """A PostgreSQL state place in a new, empty schema."""
+    return pg_server.fresh_place()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> StatePlace:
+    """A fresh state place on each backend: the tests that take it run on both."""
+    if request.param == "sqlite":
+        return tmp_path / "deep" / "folder" / "state.db"
+    pg: PgServer = request.getfixturevalue("pg_server")
+    return pg.fresh_place()
 
 
 @pytest.fixture(params=["fast", "aiohttp"])

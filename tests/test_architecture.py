@@ -27,7 +27,8 @@ MAX_PRIVATE_IMPORTS = 5
 CONTAINED = {
     "aiohttp": (4, None),
     "jinja2": (None, "flowrunner/templating"),
-    "sqlite3": (None, "flowrunner/state"),
+    "sqlite3": (None, "flowrunner/state/sqlite"),
+    "psycopg": (None, "flowrunner/state/postgres"),
     "opentelemetry": (None, "flowrunner/tracing"),
     "yaml": (2, None),
     "jsonschema": (2, None),

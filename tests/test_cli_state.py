@@ -1,4 +1,8 @@
-"""The ``deliveries`` and ``runs`` commands, through click's runner on a real project."""
+"""The ``deliveries`` and ``runs`` commands, through click's runner on a real project.
+
+Every test runs on SQLite and on PostgreSQL: ``FLOWRUNNER_STATE`` points the commands
+(and the helpers here) at the test's store.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,24 @@ from aiohttp import web
 from click.testing import CliRunner, Result
 
 from flowrunner.cli.main import main
+from flowrunner.source.model import PostgresPlace, StatePlace
+from flowrunner.source.to_model import STATE_ENV, parse_place
+from flowrunner.state import StateStore, open_store
 from flowrunner.state.records import NewPush
-from flowrunner.state.sqlite.store import Store
+
+
+@pytest.fixture(autouse=True)
+def backend(place: StatePlace, monkeypatch: pytest.MonkeyPatch) -> StatePlace:
+    """The store of the test, for the commands and the helpers alike."""
+    monkeypatch.setenv(STATE_ENV, place.url if isinstance(place, PostgresPlace) else str(place))
+    return place
+
+
+def opened_store() -> StateStore:
+    import os
+
+    return open_store(parse_place(os.environ[STATE_ENV], Path.cwd()))
+
 
 SECRET = "whsec_c2VjcmV0LWtleS1vZi10aGUtc2luaw=="
 
@@ -56,7 +76,7 @@ def invoke(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
 
 
 def record(root: Path, url: str, names: list[str], *, minute: int = 0) -> None:
-    store = Store.open(root / ".flowrunner" / "state.db")
+    store = opened_store()
     for i, name in enumerate(names):
         started = f"2026-11-28T10:{minute + i:02d}:00.000+00:00"
         rec: dict[str, Any] = {"execution_id": name, "flow": "order-status", "status": "COMPLETED",
@@ -72,7 +92,7 @@ def record(root: Path, url: str, names: list[str], *, minute: int = 0) -> None:
 
 def settle(root: Path, outcomes: dict[str, str]) -> None:
     """Give pushes a final status as a sender would (``dead`` or ``delivered``)."""
-    store = Store.open(root / ".flowrunner" / "state.db")
+    store = opened_store()
     now = time.time()
     store.lease("test", now=now, seconds=5, limit=100, ids=list(outcomes), ignore_schedule=True)
     for push_id, outcome in outcomes.items():
@@ -283,9 +303,11 @@ def test_no_project_is_a_usage_error(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no flowrunner.yaml" in result.output
 
 
-def test_a_corrupt_state_file_is_one_clean_line(project: Path) -> None:
-    state = project / ".flowrunner" / "state.db"
-    state.parent.mkdir()
+def test_a_corrupt_state_file_is_one_clean_line(project: Path, backend: StatePlace) -> None:
+    if not isinstance(backend, Path):
+        pytest.skip("a SQLite file only")
+    state = backend
+    state.parent.mkdir(parents=True)
     state.write_bytes(b"garbage " * 1000)
     result = invoke(project, "runs", "list")
     assert result.exit_code == 3

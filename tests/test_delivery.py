@@ -31,10 +31,11 @@ from flowrunner.source.model import (
     HttpPolicy,
     Project,
     SecretRef,
+    StatePlace,
     Webhook,
 )
+from flowrunner.state import StateStore, open_store
 from flowrunner.state.records import NewPush
-from flowrunner.state.sqlite.store import Store
 
 pytestmark = pytest.mark.usefixtures("transport")  # each test over both HTTP transports
 
@@ -119,7 +120,7 @@ def make_project(
     )
 
 
-def record_pushes(store: Store, url: str, count: int, prefix: str = "e") -> list[NewPush]:
+def record_pushes(store: StateStore, url: str, count: int, prefix: str = "e") -> list[NewPush]:
     pushes = []
     for i in range(count):
         execution_id = f"{prefix}{i}"
@@ -150,8 +151,8 @@ def signature_ok(headers: dict[str, str], body: bytes) -> bool:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "state.db")
+def store(place: StatePlace) -> Iterator[StateStore]:
+    opened = open_store(place)  # on SQLite and on PostgreSQL
     yield opened
     opened.close()
 
@@ -177,7 +178,7 @@ class SkewedClock:
 
 
 async def test_three_failures_then_delivered_once(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     clock = SkewedClock()
     sink = Sink(script=[(500, {})] * 3)
@@ -206,7 +207,9 @@ async def test_three_failures_then_delivered_once(
     assert not signature_ok(stale, pushed.payload)  # a signature is bound to its timestamp
 
 
-async def test_schedule_spent_means_dead(aiohttp_server: Any, store: Store, tmp_path: Path) -> None:
+async def test_schedule_spent_means_dead(
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
+) -> None:
     sink = Sink(script=[(503, {})] * 10)
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url, schedule=(0.05, 0.05))
@@ -223,7 +226,7 @@ async def test_schedule_spent_means_dead(aiohttp_server: Any, store: Store, tmp_
 
 @pytest.mark.parametrize("status", [410, 400, 404, 302])
 async def test_other_statuses_are_dead_at_once(
-    aiohttp_server: Any, store: Store, tmp_path: Path, status: int
+    aiohttp_server: Any, store: StateStore, tmp_path: Path, status: int
 ) -> None:
     headers = {"Location": "http://127.0.0.1:1/"} if status == 302 else {}
     sink = Sink(script=[(status, headers)])
@@ -241,7 +244,7 @@ async def test_other_statuses_are_dead_at_once(
 
 @pytest.mark.parametrize("form", ["seconds", "date"])
 async def test_retry_after_is_the_earliest_next_attempt(
-    aiohttp_server: Any, store: Store, tmp_path: Path, form: str
+    aiohttp_server: Any, store: StateStore, tmp_path: Path, form: str
 ) -> None:
     value = "2" if form == "seconds" else formatdate(time.time() + 3, usegmt=True)
     sink = Sink(script=[(429, {"Retry-After": value})])
@@ -260,7 +263,7 @@ async def test_retry_after_is_the_earliest_next_attempt(
     assert again.attempts == 0 and len(sink.received) == 1  # nothing sent before then
 
 
-async def test_jitter_stays_within_twenty_percent(store: Store, tmp_path: Path) -> None:
+async def test_jitter_stays_within_twenty_percent(store: StateStore, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens
     project = make_project(tmp_path, url, schedule=(100.0,))
     pushes = record_pushes(store, url, 20)
@@ -282,7 +285,7 @@ async def test_jitter_stays_within_twenty_percent(store: Store, tmp_path: Path) 
 
 
 async def test_receiver_outage_loses_nothing(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
@@ -302,12 +305,12 @@ async def test_receiver_outage_loses_nothing(
 
 
 async def test_two_drains_never_send_a_push_twice_at_once(
-    aiohttp_server: Any, tmp_path: Path
+    aiohttp_server: Any, tmp_path: Path, place: StatePlace
 ) -> None:
     sink = Sink(delay=0.02)
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
-    first, second = Store.open(project.state), Store.open(project.state)
+    first, second = open_store(place), open_store(place)
     pushes = record_pushes(first, url, 150)
     async with open_client(project.http) as one, open_client(project.http) as two:
         a = Deliverer(first, one, project, Secrets(ENV), owner="A")
@@ -324,7 +327,7 @@ async def test_two_drains_never_send_a_push_twice_at_once(
 
 
 async def test_an_expired_lease_is_taken_over(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
@@ -340,7 +343,9 @@ async def test_an_expired_lease_is_taken_over(
     assert [r.headers["webhook-id"] for r in sink.received] == [pushed.id]
 
 
-async def test_a_live_lease_is_respected(aiohttp_server: Any, store: Store, tmp_path: Path) -> None:
+async def test_a_live_lease_is_respected(
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
+) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
     project = make_project(tmp_path, url)
@@ -355,7 +360,7 @@ async def test_a_live_lease_is_respected(aiohttp_server: Any, store: Store, tmp_
 
 
 async def test_drain_stops_when_the_next_attempt_is_past_the_timeout(
-    store: Store, tmp_path: Path
+    store: StateStore, tmp_path: Path
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"
     project = make_project(tmp_path, url, schedule=(30.0,))
@@ -371,7 +376,7 @@ async def test_drain_stops_when_the_next_attempt_is_past_the_timeout(
 
 
 async def test_a_missing_secret_keeps_the_push_pending(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
@@ -387,7 +392,7 @@ async def test_a_missing_secret_keeps_the_push_pending(
     assert row.next_attempt_at > time.time() and sink.received == []
 
 
-async def test_a_removed_webhook_is_dead(store: Store, tmp_path: Path) -> None:
+async def test_a_removed_webhook_is_dead(store: StateStore, tmp_path: Path) -> None:
     url = "http://127.0.0.1:9/hook"
     project = make_project(tmp_path, url, webhooks=False)
     (pushed,) = record_pushes(store, url, 1)
@@ -407,7 +412,7 @@ async def test_a_removed_webhook_is_dead(store: Store, tmp_path: Path) -> None:
     ],
 )
 async def test_refused_by_policy_is_retried(
-    aiohttp_server: Any, store: Store, tmp_path: Path, policy: HttpPolicy, error: str
+    aiohttp_server: Any, store: StateStore, tmp_path: Path, policy: HttpPolicy, error: str
 ) -> None:
     sink = Sink()
     url = await serve(aiohttp_server, sink)
@@ -425,7 +430,7 @@ async def test_refused_by_policy_is_retried(
 
 
 async def test_send_now_reports_each_push(
-    aiohttp_server: Any, store: Store, tmp_path: Path
+    aiohttp_server: Any, store: StateStore, tmp_path: Path
 ) -> None:
     sink = Sink(script=[(200, {}), (502, {})], delay=0.01)
     url = await serve(aiohttp_server, sink)

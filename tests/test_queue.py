@@ -1,21 +1,27 @@
-"""The execution queue of the state store: enqueue, claim, renew, finish, release."""
+"""The execution queue of the state store: enqueue, claim, renew, finish, release.
+
+The tests that take ``store`` run on SQLite and on PostgreSQL (one contract).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flowrunner.source.model import StatePlace
+from flowrunner.state import open_store
+from flowrunner.state.queue_values import NewRequest, QueuedCall
 from flowrunner.state.records import NewPush
-from flowrunner.state.sqlite.queue import NewRequest, QueuedCall
 from flowrunner.state.sqlite.store import Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "state.db")
+def store(place: StatePlace) -> Iterator[Any]:
+    opened: Any = open_store(place)
     yield opened
     opened.close()
 
@@ -44,7 +50,7 @@ def _record(execution_id: str) -> dict[str, object]:
     }
 
 
-def test_enqueue_claim_finish_in_order(store: Store) -> None:
+def test_enqueue_claim_finish_in_order(store: Any) -> None:
     store.enqueue_many([_request("r1", 3), _request("r2", 2)], now=100.0)
     assert store.queue_counts(now=100.0) == (5, 0)
     first = store.claim("a", now=100.0, seconds=30, limit=4)
@@ -61,7 +67,7 @@ def test_enqueue_claim_finish_in_order(store: Store) -> None:
     assert store.queue_counts(now=100.0) == (0, 4)
 
 
-def test_expired_leases_are_claimed_again_and_renewal_keeps_them(store: Store) -> None:
+def test_expired_leases_are_claimed_again_and_renewal_keeps_them(store: Any) -> None:
     store.enqueue_many([_request("r", 2)], now=0.0)
     store.claim("a", now=0.0, seconds=10, limit=2)
     assert store.claim("b", now=5.0, seconds=10, limit=2) == []
@@ -71,7 +77,7 @@ def test_expired_leases_are_claimed_again_and_renewal_keeps_them(store: Store) -
     assert len(taken) == 2
 
 
-def test_release_and_requeue_of_dead_owners(store: Store) -> None:
+def test_release_and_requeue_of_dead_owners(store: Any) -> None:
     store.enqueue_many([_request("r", 3)], now=0.0)
     store.claim("a", now=0.0, seconds=100, limit=1)
     store.claim("dead", now=0.0, seconds=100, limit=1)
@@ -81,7 +87,7 @@ def test_release_and_requeue_of_dead_owners(store: Store) -> None:
     assert store.queue_counts(now=1.0) == (3, 0)
 
 
-def test_idempotency_key_replays_and_queues_nothing(store: Store) -> None:
+def test_idempotency_key_replays_and_queues_nothing(store: Any) -> None:
     first = store.enqueue_many([_request("r1", 2, key="k", fingerprint="A")], now=0.0)
     again = store.enqueue_many([_request("r2", 2, key="k", fingerprint="B")], now=1.0)
     assert not first[0].replayed
@@ -92,7 +98,7 @@ def test_idempotency_key_replays_and_queues_nothing(store: Store) -> None:
     assert store.request_answer("r2") is None
 
 
-def test_finish_twice_keeps_one_record_and_one_push(store: Store) -> None:
+def test_finish_twice_keeps_one_record_and_one_push(store: Any) -> None:
     store.enqueue_many([_request("r", 1)], now=0.0)
     push = NewPush(
         id="w1", execution_id="r-0", webhook="crm", url="https://x", headers={},
@@ -104,7 +110,7 @@ def test_finish_twice_keeps_one_record_and_one_push(store: Store) -> None:
     assert store.pending_count() == 1
 
 
-def test_prune_forgets_old_keys_but_not_queued_requests(store: Store) -> None:
+def test_prune_forgets_old_keys_but_not_queued_requests(store: Any) -> None:
     store.enqueue_many([_request("r1", 1, key="k")], now=0.0)
     store.enqueue_many([_request("r2", 1)], now=0.0)
     store.finish([(_record("r2-0"), None)])

@@ -447,7 +447,8 @@ PROJECT_CASES = {
             "f.yaml:3:17: error: 'enabled' must be a boolean, got a string [schema]",
             "f.yaml:3:35: error: 'allowlist' must be a list, got a string [schema]",
             "f.yaml:4:1: error: unknown key 'extra' in the project file (expected one of: "
-            "delivery, history, http, serve, state, user_keys, version, webhooks) [schema]",
+            "delivery, history, http, serve, state, user_keys, version, webhooks, workers) "
+            "[schema]",
         ],
     ),
     "webhook values": (

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flowrunner.secrets import Secrets
 from flowrunner.server.logs import Log
 from flowrunner.server.main import Options, Server
+from flowrunner.source.model import PostgresPlace, StatePlace
 from tests.conftest import Receiver, invoke, write_project
 
 TOKEN = "t0ken-for-tests-123"
@@ -119,7 +120,12 @@ def project(root: Path, receiver: Receiver | None = None, **serve: Any) -> Path:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Running]:
+async def api(
+    tmp_path: Path, place: StatePlace, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Running]:
+    """A running server on each state store (FLOWRUNNER_STATE names the test's)."""
+    where = place.url if isinstance(place, PostgresPlace) else str(place)
+    monkeypatch.setenv("FLOWRUNNER_STATE", where)
     running = await start(project(tmp_path))
     yield running
     await stop(running)

@@ -1,4 +1,8 @@
-"""The SQLite state store: user keys, runs, the outbox, several processes on one file."""
+"""The state stores: user keys, runs, the outbox, several processes on one store.
+
+Tests that take ``store`` or ``place`` run on SQLite and on PostgreSQL (one contract);
+the rest are about the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,12 @@ from typing import Any
 import pytest
 
 from flowrunner.errors import StateError
+from flowrunner.source.model import StatePlace
+from flowrunner.state import StateStore, open_recorder, open_store
 from flowrunner.state.records import NewPush
-from flowrunner.state.sqlite.recorder import AsyncRecorder
 from flowrunner.state.sqlite.store import SCHEMA_VERSION, Store
+
+UNIQUE = "UNIQUE|unique"  # how each backend names a duplicate key
 
 
 def record(execution_id: str, *, started: str = "2026-11-28T10:00:00.000+00:00") -> dict[str, Any]:
@@ -47,8 +54,8 @@ def push(execution_id: str, *, created: float | None = None) -> NewPush:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "deep" / "folder" / "state.db")
+def store(place: StatePlace) -> Iterator[StateStore]:
+    opened = open_store(place)
     yield opened
     opened.close()
 
@@ -56,7 +63,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
 # ---- opening -------------------------------------------------------------------
 
 
-def test_open_creates_folders_and_wal(store: Store) -> None:
+def test_open_creates_folders_and_wal(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "deep" / "folder" / "state.db")
     assert store.path.is_file()
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -105,14 +113,13 @@ def test_a_folder_that_cannot_be_made_is_a_state_error(tmp_path: Path) -> None:
 # ---- user keys -----------------------------------------------------------------
 
 
-def test_user_keys_persist_and_seed_does_not_overwrite(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    first = Store.open(path)
+def test_user_keys_persist_and_seed_does_not_overwrite(place: StatePlace) -> None:
+    first = open_store(place)
     first.seed_user_keys({"tier": "gold", "calls": 0, "last": None})
     first.set_user_key("calls", 7)
     first.set_user_key("profile", {"name": "Ana", "tags": ["vip"]})
     first.close()
-    second = Store.open(path)
+    second = open_store(place)
     second.seed_user_keys({"tier": "silver", "calls": 0, "new": True})
     assert second.user_keys() == {
         "tier": "gold",
@@ -124,33 +131,32 @@ def test_user_keys_persist_and_seed_does_not_overwrite(tmp_path: Path) -> None:
     second.close()
 
 
-def test_update_user_key_reads_and_writes_in_one_transaction(store: Store) -> None:
+def test_update_user_key_reads_and_writes_in_one_transaction(store: StateStore) -> None:
     assert store.update_user_key("counter", lambda v: v + 1, default=0) == 1
     assert store.update_user_key("counter", lambda v: v + 1, default=0) == 2
     assert store.user_keys() == {"counter": 2}
 
 
-def _writer(path: str, worker: int, count: int, start: Any) -> None:
-    start.wait(30)  # both processes create the file and write at the same time
-    store = Store.open(Path(path))
+def _writer(place: StatePlace, worker: int, count: int, start: Any) -> None:
+    start.wait(30)  # both processes create the store and write at the same time
+    store = open_store(place)
     for i in range(count):
         store.set_user_key(f"w{worker}_{i}", i)
         store.update_user_key("counter", lambda v: v + 1, default=0)
     store.close()
 
 
-def test_two_processes_lose_no_writes(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_two_processes_lose_no_writes(place: StatePlace) -> None:
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
-    workers = [ctx.Process(target=_writer, args=(str(path), w, 200, start)) for w in range(2)]
+    workers = [ctx.Process(target=_writer, args=(place, w, 200, start)) for w in range(2)]
     for proc in workers:
         proc.start()
     start.set()
     for proc in workers:
         proc.join(60)
         assert proc.exitcode == 0
-    store = Store.open(path)
+    store = open_store(place)
     keys = store.user_keys()
     store.close()
     assert keys.pop("counter") == 400
@@ -160,7 +166,7 @@ def test_two_processes_lose_no_writes(tmp_path: Path) -> None:
 # ---- recording ends ------------------------------------------------------------
 
 
-def test_record_end_stores_run_and_push(store: Store) -> None:
+def test_record_end_stores_run_and_push(store: StateStore) -> None:
     store.record_end(record("e1"), push("e1"))
     store.record_end(record("e2"), None)
     assert [d["id"] for d in store.deliveries()] == ["msg_e1"]
@@ -168,10 +174,10 @@ def test_record_end_stores_run_and_push(store: Store) -> None:
     assert store.run("e2") == record("e2")
 
 
-def test_record_end_is_all_or_nothing(store: Store) -> None:
+def test_record_end_is_all_or_nothing(store: StateStore) -> None:
     store.record_end(record("e1"), push("e1"))
     clash = NewPush(**{**_fields(push("e1")), "execution_id": "e2"})  # same webhook-id
-    with pytest.raises(StateError, match="UNIQUE"):
+    with pytest.raises(StateError, match=UNIQUE):
         store.record_end(record("e2"), clash)
     assert store.run("e2") is None  # the runs row went with the refused outbox row
     assert len(store.deliveries()) == 1
@@ -184,21 +190,21 @@ def _fields(p: NewPush) -> dict[str, Any]:
     return {name: getattr(p, name) for name in NewPush.__slots__}
 
 
-async def test_async_recorder_group_commits(store: Store) -> None:
-    recorder = AsyncRecorder(store)
+async def test_async_recorder_group_commits(store: StateStore) -> None:
+    recorder = open_recorder(store)
     ids = [f"a{i}" for i in range(2000)]
     await asyncio.gather(*(recorder.record_end(record(i), push(i)) for i in ids))
     assert recorder.commits < 50  # thousands of ends, a handful of transactions
-    with pytest.raises(StateError, match="UNIQUE"):
+    with pytest.raises(StateError, match=UNIQUE):
         await recorder.record_end(record("dup"), push("a1"))
     await recorder.aclose()
     assert len(store.runs(0)) == 2000
     assert store.pending_count() == 2000
 
 
-async def test_async_recorder_isolates_a_bad_item(store: Store) -> None:
+async def test_async_recorder_isolates_a_bad_item(store: StateStore) -> None:
     store.record_end(record("taken"), None)
-    recorder = AsyncRecorder(store)
+    recorder = open_recorder(store)
     results = await asyncio.gather(
         *(recorder.record_end(record(i), push(i)) for i in ("x1", "taken", "x2")),
         return_exceptions=True,
@@ -212,9 +218,8 @@ async def test_async_recorder_isolates_a_bad_item(store: Store) -> None:
 # ---- the outbox ----------------------------------------------------------------
 
 
-def test_a_lease_is_exclusive_until_it_runs_out(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    a, b = Store.open(path), Store.open(path)
+def test_a_lease_is_exclusive_until_it_runs_out(place: StatePlace) -> None:
+    a, b = open_store(place), open_store(place)
     a.record_end(record("e1"), push("e1"))
     now = time.time()
     assert [r.id for r in a.lease("A", now=now, seconds=10, limit=5)] == ["msg_e1"]
@@ -229,9 +234,8 @@ def test_a_lease_is_exclusive_until_it_runs_out(tmp_path: Path) -> None:
     b.close()
 
 
-def test_a_push_recorded_with_its_lease_is_held_from_the_start(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    a, b = Store.open(path), Store.open(path)
+def test_a_push_recorded_with_its_lease_is_held_from_the_start(place: StatePlace) -> None:
+    a, b = open_store(place), open_store(place)
     now = time.time()
     leased = NewPush(**{**_fields(push("e1")), "lease_owner": "A", "lease_until": now + 10})
     a.record_ends([(record("e1"), leased), (record("e2"), push("e2"))])
@@ -248,7 +252,7 @@ def test_a_push_recorded_with_its_lease_is_held_from_the_start(tmp_path: Path) -
     b.close()
 
 
-def test_many_pushes_are_marked_in_one_transaction(store: Store) -> None:
+def test_many_pushes_are_marked_in_one_transaction(store: StateStore) -> None:
     ids = [f"e{i}" for i in range(1200)]  # more than one statement's worth of ids
     store.record_ends([(record(i), push(i)) for i in ids])
     now = time.time()
@@ -257,7 +261,7 @@ def test_many_pushes_are_marked_in_one_transaction(store: Store) -> None:
     assert marked == 1200 and store.pending_count() == 0
 
 
-def test_lease_respects_schedule_and_ids(store: Store) -> None:
+def test_lease_respects_schedule_and_ids(store: StateStore) -> None:
     now = time.time()
     for name in ("e1", "e2", "e3"):
         store.record_end(record(name), push(name, created=now))
@@ -275,7 +279,7 @@ def test_lease_respects_schedule_and_ids(store: Store) -> None:
     assert len(everything) == 3
 
 
-def test_marks_and_the_deliveries_shape(store: Store) -> None:
+def test_marks_and_the_deliveries_shape(store: StateStore) -> None:
     now = time.time()
     for name in ("e1", "e2", "e3"):
         store.record_end(record(name), push(name, created=now))
@@ -295,7 +299,7 @@ def test_marks_and_the_deliveries_shape(store: Store) -> None:
     assert (store.run("e2") or {})["on_complete"]["status"] == "dead"
 
 
-def test_retry_and_retry_all_dead(store: Store) -> None:
+def test_retry_and_retry_all_dead(store: StateStore) -> None:
     now = time.time()
     for name in ("e1", "e2", "e3"):
         store.record_end(record(name), push(name, created=now))
@@ -316,7 +320,7 @@ def test_retry_and_retry_all_dead(store: Store) -> None:
 # ---- runs ----------------------------------------------------------------------
 
 
-def test_runs_newest_first_with_limit(store: Store) -> None:
+def test_runs_newest_first_with_limit(store: StateStore) -> None:
     for minute in range(5):
         store.record_end(record(f"e{minute}", started=f"2026-11-28T10:0{minute}:00.000+00:00"),
                          None)  # fmt: skip
@@ -333,7 +337,7 @@ def test_runs_newest_first_with_limit(store: Store) -> None:
     assert len(store.runs(0)) == 5
 
 
-def test_run_merges_the_current_push_status(store: Store) -> None:
+def test_run_merges_the_current_push_status(store: StateStore) -> None:
     store.record_end(record("e1"), push("e1"))
     now = time.time()
     store.lease("A", now=now, seconds=5, limit=1)
@@ -346,7 +350,7 @@ def test_run_merges_the_current_push_status(store: Store) -> None:
     assert store.run("unknown") is None
 
 
-def test_pruning_keeps_runs_with_pending_pushes(store: Store) -> None:
+def test_pruning_keeps_runs_with_pending_pushes(store: StateStore) -> None:
     now = time.time()
     for day in range(1, 7):  # e1 (oldest) .. e6 (newest)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime(now - 86400 * (7 - day)))
@@ -363,3 +367,11 @@ def test_pruning_keeps_runs_with_pending_pushes(store: Store) -> None:
     assert store.outbox_row("msg_e2") is not None  # dead letters stay for retry
     assert store.prune_runs(older_than=None, keep=1) == 2  # e5, e4; e3 still pending
     assert [r["execution_id"] for r in store.runs(0)] == ["e6", "e3"]
+
+
+def test_an_id_with_a_nul_character_is_simply_unknown(store: StateStore) -> None:
+    store.record_end(record("e1"), push("e1"))
+    assert store.run("e1\x00") is None
+    assert store.outbox_row("msg_e1\x00") is None
+    assert store.outbox_rows(["msg_e1", "x\x00"]).keys() == {"msg_e1"}
+    assert store.retry("x\x00") is False

@@ -37,6 +37,18 @@ class LazyGroup(click.Group):
             "On-complete pushes in the outbox: list them, retry them, send them.",
         ),
         "runs": ("flowrunner.cli.state:runs", "The execution history kept in the state store."),
+        "db": (
+            "flowrunner.cli.db:db",
+            "The schema of the state store: migrate it, or show its status.",
+        ),
+        "enqueue": (
+            "flowrunner.cli.queue:enqueue",
+            "Queue one execution of FLOW per JSON line of FILE ('-': stdin) for the workers.",
+        ),
+        "worker": (
+            "flowrunner.cli.queue:worker",
+            "Run queued executions of the shared store, and send due pushes, until stopped.",
+        ),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -76,10 +88,30 @@ class LazyGroup(click.Group):
     help="Project folder (default: the first folder upwards holding flowrunner.yaml).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option(
+    "--state",
+    "state_place",
+    metavar="PATH|URL",
+    help="The state store for this command: a SQLite file or a postgresql:// URL "
+    "(overrides state: in flowrunner.yaml; also FLOWRUNNER_STATE).",
+)
 @click.pass_context
-def main(ctx: click.Context, project: Path | None, debug: bool) -> None:
+def main(ctx: click.Context, project: Path | None, debug: bool, state_place: str | None) -> None:
     """flowrunner: declarative YAML call flows, validated in CI and run with webhooks."""
+    if state_place:
+        from flowrunner.source.to_model import STATE_ENV
+
+        before = os.environ.get(STATE_ENV)
+        os.environ[STATE_ENV] = state_place  # child processes (--workers) inherit it
+        ctx.call_on_close(lambda: _restore(STATE_ENV, before))
     ctx.obj = State(project, debug)
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 @main.command()

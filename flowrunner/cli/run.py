@@ -169,7 +169,7 @@ def batch_run(
             from flowrunner.batch.workers import run_parallel, shares
 
             if not dry_run:
-                _prepare_state(plan)  # its errors once, here, not once per worker
+                _prepare_state(plan, runner.secrets)  # its errors once, not once per worker
             parts = shares(concurrency, workers)
             spans = _start_spans(trace_file)
             options = (secrets_file, dry_run, on_complete, debug, transport, spans)
@@ -234,11 +234,11 @@ def _start_spans(trace_file: Path | None) -> Path | None:
     return trace_file
 
 
-def _prepare_state(plan: Any) -> None:
-    """Open the state file (creating it) and seed the user keys, as every run does."""
+def _prepare_state(plan: Any, secrets: Secrets) -> None:
+    """Open the state store (creating it) and seed the user keys, as every run does."""
     from flowrunner.state import open_store
 
-    store = open_store(plan.project.project.state)
+    store = open_store(plan.project.project.state, secrets)
     try:
         store.seed_user_keys(plan.project.project.user_keys)
     finally:

@@ -6,7 +6,7 @@ back (:class:`StepResult`). The engine and every step handler meet here.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +42,13 @@ class UserKeyStore(Protocol):
 
     def set_user_key(self, name: str, value: Any) -> None: ...
 
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read ``names`` (those set), apply ``change``, store its result, atomically
+        with respect to every other writer; returns what was stored."""
+        ...
+
 
 class MemoryUserKeys:
     """A :class:`UserKeyStore` in memory (dry runs and tests)."""
@@ -54,6 +61,13 @@ class MemoryUserKeys:
 
     def set_user_key(self, name: str, value: Any) -> None:
         self.values[name] = value
+
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        written = change({n: self.values[n] for n in names if n in self.values})
+        self.values.update(written)
+        return written
 
 
 _STEP_START = object()  # the value of "datetime" until a template reads it
@@ -152,6 +166,9 @@ class Context:
     plan: Plan
     variables: Variables
     services: Services
+    # user keys given as inputs: they win over the stored value until this execution
+    # writes them
+    pinned: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True, kw_only=True)

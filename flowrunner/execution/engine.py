@@ -53,7 +53,11 @@ class Engine:
         sys_vars = SysValues(execution_id, self.plan.flow.name)
         variables = Variables(call=inputs.call, flow=flow_keys, user=users, sys=sys_vars)
         return Context(
-            execution_id=execution_id, plan=self.plan, variables=variables, services=self.services
+            execution_id=execution_id,
+            plan=self.plan,
+            variables=variables,
+            services=self.services,
+            pinned=set(inputs.user_keys),
         )
 
     async def execute(self, inputs: Inputs) -> ExecutionRecord:

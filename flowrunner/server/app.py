@@ -20,7 +20,7 @@ from flowrunner.jsoncodec import dumps, loads
 from flowrunner.server import body
 from flowrunner.server.auth import CHALLENGE
 from flowrunner.server.problems import CONTENT_TYPE, Problem
-from flowrunner.state.sqlite.queue import NewRequest, QueuedCall
+from flowrunner.state.queue_values import NewRequest, QueuedCall
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"

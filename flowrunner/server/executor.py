@@ -1,10 +1,12 @@
 """Runs the queue: claims waiting executions, runs up to ``concurrency`` at once, and
 records each end (with its push) in the transaction that removes it from the queue.
 
-Leases: every claim holds its executions for :data:`LEASE` seconds, renewed every
-third of that while they run; an execution whose holder died is claimed again once its
-lease runs out (at-least-once). On stop, nothing new is claimed, running executions get
-``grace`` seconds, and whatever this process still holds is released, waiting again.
+Leases: every claim holds its executions for ``lease`` seconds (:data:`LEASE` unless
+given), renewed every third of that while they run; an execution whose holder died is
+claimed again once its lease runs out (at-least-once). A store that fails a claim or a
+renewal is reported through ``on_error`` and tried again; it never stops the executor.
+On stop, nothing new is claimed, running executions get ``grace`` seconds, and whatever
+this process still holds is released, waiting again.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from flowrunner.jsoncodec import dumps
 from flowrunner.runner import build_push
 from flowrunner.server.flows import Revision
 from flowrunner.server.storeio import StoreWriter
+from flowrunner.state.queue_values import Claimed
 from flowrunner.state.records import EncodedRecord
-from flowrunner.state.sqlite.queue import Claimed
 from flowrunner.times import iso
 
 LEASE = 30.0  # seconds a claim holds its executions
@@ -58,8 +60,10 @@ class Executor:
         pushes: Any = None,  # flowrunner.runner.PushBatcher, or None: pushes wait
         on_end: Callable[[Ended], None] = lambda ended: None,
         on_error: Callable[[str], None] = lambda detail: None,
+        lease: float = LEASE,
     ) -> None:
         self.writer = writer
+        self.lease = lease
         self.services = services
         self.owner = owner
         self.concurrency = concurrency
@@ -140,9 +144,16 @@ class Executor:
         self._hurry.set()
 
     async def _claim(self, limit: int) -> int:
-        rows: list[Claimed] = await self.writer.call(
-            lambda store: store.claim(self.owner, now=time.time(), seconds=LEASE, limit=limit)
-        )
+        try:
+            rows: list[Claimed] = await self.writer.call(
+                lambda store: store.claim(
+                    self.owner, now=time.time(), seconds=self.lease, limit=limit
+                )
+            )
+        except StateError as exc:  # the store is away: say so, try again after a pause
+            self.on_error(f"cannot claim executions: {exc}")
+            await asyncio.sleep(POLL)
+            return 0
         self._ready.extend(rows)
         return len(rows)
 
@@ -160,11 +171,15 @@ class Executor:
 
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(LEASE / 3)
-            if self._tasks or self._ready:
+            await asyncio.sleep(self.lease / 3)
+            if not (self._tasks or self._ready):
+                continue
+            try:
                 await self.writer.call(
-                    lambda store: store.renew(self.owner, now=time.time(), seconds=LEASE)
+                    lambda store: store.renew(self.owner, now=time.time(), seconds=self.lease)
                 )
+            except StateError as exc:
+                self.on_error(f"cannot renew the leases: {exc}")
 
     async def _execute(self, row: Claimed) -> None:
         started = time.monotonic()

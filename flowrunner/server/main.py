@@ -22,7 +22,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flowrunner.errors import FlowrunnerError, InvalidProject
 from flowrunner.secrets import Secrets
@@ -31,7 +31,6 @@ from flowrunner.server.logs import Log
 
 if TYPE_CHECKING:
     from flowrunner.server.auth import Tokens
-    from flowrunner.state.sqlite.store import Store
 
 KEY_DAYS = 1.0  # idempotency keys are kept at least this many days
 SEND_POLL = 1.0  # seconds between looks at the outbox for due pushes
@@ -119,10 +118,10 @@ class Server:
         from flowrunner.server.api import Api
         from flowrunner.server.executor import Executor
         from flowrunner.server.storeio import StoreWriter
-        from flowrunner.state.sqlite.store import Store
+        from flowrunner.state import open_store
 
         project = revision.project
-        self.store: Store = Store.open(project.state)
+        self.store: Any = open_store(project.state, self.secrets)
         store = self.store
         stack.callback(store.close)
         store.seed_user_keys(project.user_keys)
@@ -134,21 +133,25 @@ class Server:
         self.deliverer = Deliverer(store, client, project, self.secrets, owner=self.owner)
         pushes = PushBatcher(self.deliverer)
         stack.push_async_callback(pushes.aclose)
-        self.writer = writer = StoreWriter(project.state)
+        self.writer = writer = StoreWriter(project.state, self.secrets)
         stack.push_async_callback(writer.aclose)
         services = Services(client=client, secrets=self.secrets, users=CachedUserKeys(store))
         self.executor = Executor(
             writer, services, revision, owner=self.owner,
-            concurrency=self.options.concurrency, pushes=pushes,
+            concurrency=self.options.concurrency, pushes=pushes, lease=project.workers.lease,
         )  # fmt: skip
         self.api = Api(
             revision=revision, tokens=tokens, store=store, writer=writer,
             executor=self.executor, log=self.log,
         )  # fmt: skip
+        if hasattr(store, "listen"):  # PostgreSQL: executions queued by other processes
+            loop = asyncio.get_running_loop()
+            listener = store.listen(lambda: loop.call_soon_threadsafe(self.executor.wake))
+            stack.callback(listener.close)
         self.executor.on_end = self.api.ended
         self.executor.on_error = lambda detail: self.log.event("state-error", detail=detail)
 
-    def _recover(self, store: Store, revision: Revision) -> None:
+    def _recover(self, store: Any, revision: Revision) -> None:
         """Make waiting again what dead processes of this host held; forget old keys."""
         now = time.time()
         owners = store.lease_owners()
@@ -240,7 +243,7 @@ class Server:
             await asyncio.sleep(SEND_POLL)
 
 
-def prune(store: Store, revision: Revision, now: float) -> None:
+def prune(store: Any, revision: Revision, now: float) -> None:
     """Retention: the history of the project (``history:``), idempotency keys older
     than KEY_DAYS, requests older than the history (and than KEY_DAYS)."""
     history = revision.project.history

@@ -16,27 +16,28 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from flowrunner.errors import StateError
+from flowrunner.state.queue_values import Enqueued, NewRequest
 from flowrunner.state.records import Item
-from flowrunner.state.sqlite.queue import Enqueued, NewRequest
-from flowrunner.state.sqlite.store import Store
 
 T = TypeVar("T")
 MAX_BATCH = 2000  # requests or execution ends in one transaction
 
 
 class StoreWriter:
-    """Writes to the state file at ``path`` from one worker thread."""
+    """Writes to the state store at ``path`` (a file, or a PostgreSQL place) from one
+    worker thread; ``secrets`` resolve a PostgreSQL password."""
 
-    def __init__(self, path: Any) -> None:
+    def __init__(self, path: Any, secrets: Any = None) -> None:
         self.path = path
+        self._secrets = secrets
         self.commits = 0  # group transactions committed (for tests and benchmarks)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowrunner-store")
-        self._store: Store | None = None
+        self._store: Any = None  # a StateStore with the queue methods
         self._enqueues: list[tuple[NewRequest, asyncio.Future[Enqueued]]] = []
         self._finishes: list[tuple[Item, asyncio.Future[None]]] = []
         self._pump: asyncio.Task[None] | None = None
 
-    async def call(self, func: Callable[[Store], T]) -> T:
+    async def call(self, func: Callable[[Any], T]) -> T:
         """``func(store)`` in the writer thread; its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._with_store, func)
@@ -83,9 +84,11 @@ class StoreWriter:
             _settle(enqueues, queued)
             _settle(finishes, ended)
 
-    def _with_store(self, func: Callable[[Store], T]) -> T:
+    def _with_store(self, func: Callable[[Any], T]) -> T:
         if self._store is None:
-            self._store = Store.open(self.path)
+            from flowrunner.state import open_store
+
+            self._store = open_store(self.path, self._secrets)
         return func(self._store)
 
     def _commit(self, requests: list[NewRequest], items: list[Item]) -> tuple[list[Any], list[Any]]:

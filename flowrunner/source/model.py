@@ -31,6 +31,19 @@ class SecretRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PostgresPlace:
+    """A PostgreSQL state store: ``url`` in libpq's URL form, ``password`` (if any) read
+    from a secret when the store is opened. The libpq environment variables (``PGHOST``,
+    ``PGUSER``, ``PGPASSWORD``, ...) fill in what the URL leaves out."""
+
+    url: str
+    password: SecretRef | None = None
+
+
+StatePlace = Path | PostgresPlace  # a SQLite file, or a PostgreSQL server
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NoAuth:
     pass
 
@@ -112,6 +125,11 @@ class HistoryPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkersPolicy:
+    lease: float = 30.0  # seconds a claimed execution is held before it may be taken over
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServePolicy:
     """``serve:`` of the project: the API's bearer tokens and its backlog limit."""
 
@@ -121,16 +139,17 @@ class ServePolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Project:
-    """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state path."""
+    """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state place."""
 
     root: Path
     source: Document
     http: HttpPolicy = HttpPolicy()
     webhooks: dict[str, Webhook] = field(default_factory=dict)
     user_keys: dict[str, Any] = field(default_factory=dict)
-    state: Path = Path(DEFAULT_STATE)
+    state: StatePlace = Path(DEFAULT_STATE)
     delivery: DeliveryPolicy = DeliveryPolicy()
     history: HistoryPolicy = HistoryPolicy()
+    workers: WorkersPolicy = WorkersPolicy()
     serve: ServePolicy = ServePolicy()
 
     @property

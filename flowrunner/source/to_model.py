@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, cast
 
 from flowrunner.document import Document
 from flowrunner.source import model as m
+
+STATE_ENV = "FLOWRUNNER_STATE"  # overrides ``state:`` (``--state`` sets it)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def _secret(value: Any) -> m.SecretRef:
@@ -68,13 +72,35 @@ def _webhook(name: str, data: dict[str, Any]) -> m.Webhook:
     )
 
 
+def state_place(value: Any, root: Path) -> m.StatePlace:
+    """Where state lives: ``FLOWRUNNER_STATE`` (set by ``--state`` too) when set, else
+    ``value`` (``state:`` of a schema-valid project). A relative path is relative to
+    ``root``, or to the working directory when it comes from the environment."""
+    override = os.environ.get(STATE_ENV, "").strip()
+    if override:
+        return parse_place(override, Path.cwd())
+    if isinstance(value, dict):
+        password = value.get("password")
+        return m.PostgresPlace(
+            url=str(value["url"]), password=_secret(password) if password else None
+        )
+    return parse_place(str(value), root)
+
+
+def parse_place(text: str, base: Path) -> m.StatePlace:
+    """A PostgreSQL URL (``postgresql://`` or ``postgres://``), else a file below ``base``."""
+    if text.startswith(POSTGRES_SCHEMES):
+        return m.PostgresPlace(url=text)
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
 def build_project(doc: Document, root: Path) -> m.Project:
     """The project described by ``doc`` (a schema-valid ``flowrunner.yaml``)."""
     data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
     http = data.get("http") or {}
     delivery = data.get("delivery") or {}
     history = data.get("history") or {}
-    state = Path(str(data.get("state", m.DEFAULT_STATE)))
     return m.Project(
         root=root,
         source=doc,
@@ -85,7 +111,7 @@ def build_project(doc: Document, root: Path) -> m.Project:
         ),
         webhooks={str(n): _webhook(str(n), w) for n, w in (data.get("webhooks") or {}).items()},
         user_keys=dict(data.get("user_keys") or {}),
-        state=state if state.is_absolute() else root / state,
+        state=state_place(data.get("state", m.DEFAULT_STATE), root),
         delivery=m.DeliveryPolicy(
             retry_schedule=tuple(
                 float(s) for s in delivery.get("retry_schedule", m.DEFAULT_RETRY_SCHEDULE)
@@ -96,6 +122,7 @@ def build_project(doc: Document, root: Path) -> m.Project:
             keep_days=float(history.get("keep_days", 30)),
             keep_runs=int(history.get("keep_runs", 100_000)),
         ),
+        workers=m.WorkersPolicy(lease=float((data.get("workers") or {}).get("lease", 30))),
         serve=_serve(data.get("serve") or {}),
     )
 

@@ -10,7 +10,7 @@ values of :mod:`flowrunner.state.records`. Every storage failure raises
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from flowrunner.state.records import NewPush, OutboxRow, Record
@@ -41,6 +41,14 @@ class UserKeys(Protocol):
 
     def update_user_key(self, name: str, update: Callable[[Any], Any], default: Any = None) -> Any:
         """Read, change and write one user key in one transaction; returns the new value."""
+        ...
+
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read the stored values of ``names`` (unset ones left out), hand them to
+        ``change`` and store what it returns, in one transaction that every other
+        read-modify-write of those names waits for; returns what was stored."""
         ...
 
 

@@ -145,3 +145,31 @@ def push_row(push: NewPush) -> tuple[Any, ...]:
         push.lease_owner,
         push.lease_until,
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchemaStatus:
+    """The schema of a store, for ``flowrunner db status``: ``version`` applied (0: none
+    yet), ``latest`` known to this flowrunner, ``applied`` as (version, name, unix time
+    or None), ``pending`` as (version, name)."""
+
+    backend: str  # "sqlite" or "postgresql"
+    where: str  # the path, or the URL without its password
+    version: int
+    latest: int
+    applied: tuple[tuple[int, str, float | None], ...] = ()
+    pending: tuple[tuple[int, str], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``db status --json`` shape."""
+        return {
+            "backend": self.backend,
+            "where": self.where,
+            "version": self.version,
+            "latest": self.latest,
+            "up_to_date": self.version == self.latest,
+            "applied": [
+                {"version": v, "name": n, "applied_at": iso_unix(at)} for v, n, at in self.applied
+            ],
+            "pending": [{"version": v, "name": n} for v, n in self.pending],
+        }

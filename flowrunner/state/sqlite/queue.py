@@ -21,10 +21,10 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowrunner.jsoncodec import compact
+from flowrunner.state.queue_values import Claimed, Enqueued, NewRequest
 from flowrunner.state.records import Item, push_row, run_row
 from flowrunner.state.sqlite.connection import Connection
 
@@ -55,52 +55,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency_keys (created_at);
 """
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QueuedCall:
-    """One execution to queue: its id and what it starts from."""
-
-    execution_id: str
-    inputs: dict[str, Any]  # {"call": {...}, "keys": {...}, "user_keys": {...}}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewRequest:
-    """A request to record: its executions, the answer to give for it, and its
-    idempotency key (with the fingerprint of its body) when it came with one."""
-
-    request_id: str
-    flow: str
-    calls: tuple[QueuedCall, ...]
-    answer: str  # the JSON body of the 202
-    idempotency_key: str | None = None
-    fingerprint: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Enqueued:
-    """What :meth:`QueueMixin.enqueue_many` did with one request.
-
-    ``replayed``: the idempotency key was already recorded (by an earlier request, maybe
-    of another process); nothing was queued and ``answer`` is the first request's, when
-    ``fingerprint`` (the first body's) matches; a caller compares it.
-    """
-
-    answer: str
-    replayed: bool
-    fingerprint: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Claimed:
-    """A queued execution leased to this process."""
-
-    execution_id: str
-    request_id: str
-    flow: str
-    inputs: dict[str, Any]
-    enqueued_at: float
 
 
 class QueueMixin(Connection):
