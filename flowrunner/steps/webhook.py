@@ -14,6 +14,7 @@ from flowrunner.engine import Context, StepResult
 from flowrunner.errors import StepFailure, TemplateError, Where
 from flowrunner.jsoncodec import dumps_strict, loads
 from flowrunner.result import StepTrace
+from flowrunner.secrets import scrub, scrub_value
 from flowrunner.templating import format_text
 from flowrunner.wire import HttpRequest
 
@@ -182,10 +183,15 @@ def apply_answer(
     failure: str | None,
     duration: float,
 ) -> str | None:
-    """Set the outcome keys (and the mapped keys on success); the error reason or None."""
+    """Set the outcome keys (and the mapped keys on success); the error reason or None.
+
+    The answer is scrubbed of every secret this process knows before it becomes a key:
+    a receiver that echoes the request must not put its credentials into records,
+    stored rows or pushed payloads."""
     status_type, reason = _outcome(status, failure)
     flow = ctx.variables.flow
-    raw = _decode(body)
+    answer = _decode(body)
+    raw = None if answer is None else scrub(answer)
     flow["response_status"] = "FAILED" if reason else "SUCCESS"
     flow["response_status_code"] = status
     flow["response_status_type"] = status_type
@@ -194,9 +200,9 @@ def apply_answer(
     flow["response_raw"] = raw
     flow["response_error"] = reason is not None
     if reason is None and step.method is not None and step.method.response:
-        data = _parse_json(raw)
+        data = _parse_json(answer)
         for key, path in step.method.response.items():
-            flow[key] = _lookup(data, path)
+            flow[key] = scrub_value(_lookup(data, path))
     return reason
 
 

@@ -85,6 +85,9 @@ class Recorder:
             return web.Response(text=request.query["body"], content_type="application/json")
         if parts[0] == "slow":
             await asyncio.sleep(3)
+        if parts[0] == "echo":  # a debug endpoint: the request headers back, any status
+            status = int(parts[1]) if len(parts) > 1 else 200
+            return web.json_response({"headers": dict(request.headers)}, status=status)
         return web.json_response({"status": "ok"})
 
 
