@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,6 +46,13 @@ class UserKeyStore(Protocol):
 
     def set_user_key(self, name: str, value: Any) -> None: ...
 
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read ``names`` (those set), apply ``change``, store its result, atomically
+        with respect to every other writer; returns what was stored."""
+        ...
+
 
 class MemoryUserKeys:
     """A :class:`UserKeyStore` in memory (dry runs and tests)."""
@@ -58,6 +65,13 @@ class MemoryUserKeys:
 
     def set_user_key(self, name: str, value: Any) -> None:
         self.values[name] = value
+
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        written = change({n: self.values[n] for n in names if n in self.values})
+        self.values.update(written)
+        return written
 
 
 _STEP_START = object()  # the value of "datetime" until a template reads it
@@ -116,6 +130,9 @@ class Context:
     plan: Plan
     variables: Variables
     services: Services
+    # user keys given as inputs: they win over the stored value until this execution
+    # writes them
+    pinned: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -152,7 +169,11 @@ class Engine:
         sys_vars = SysValues(execution_id, self.plan.flow.name)
         variables = Variables(call=inputs.call, flow=flow_keys, user=users, sys=sys_vars)
         return Context(
-            execution_id=execution_id, plan=self.plan, variables=variables, services=self.services
+            execution_id=execution_id,
+            plan=self.plan,
+            variables=variables,
+            services=self.services,
+            pinned=set(inputs.user_keys),
         )
 
     async def execute(self, inputs: Inputs) -> ExecutionRecord:

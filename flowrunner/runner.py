@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -77,6 +77,15 @@ class CachedUserKeys:
     def set_user_key(self, name: str, value: Any) -> None:
         self._store.set_user_key(name, value)
         self._values[name] = value
+
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read, change and write ``names`` in one store transaction (never from the
+        cache, which may lag); returns what was written."""
+        written: dict[str, Any] = self._store.update_user_keys(names, change)
+        self._values.update(written)
+        return written
 
 
 class PushBatcher:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,22 @@ class Store(OutboxMixin, HistoryMixin):
         rows = [(name, _dump(value), now) for name, value in values.items()]
         with self._write("write user keys") as cur:
             cur.executemany(_UPSERT_KEY, rows)
+
+    def update_user_keys(
+        self, names: Collection[str], change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read the stored values of ``names``, hand them to ``change`` (unset names are
+        left out) and store the values it returns, in one write transaction; returns
+        them. Writers in other processes wait for each other, so none is lost."""
+        marks = ",".join("?" * len(names))
+        with self._write("update user keys") as cur:
+            rows = cur.execute(
+                f"SELECT name, value FROM user_keys WHERE name IN ({marks})", tuple(names)
+            ).fetchall()
+            values = change({name: json.loads(value) for name, value in rows})
+            now = time.time()
+            cur.executemany(_UPSERT_KEY, [(k, _dump(v), now) for k, v in values.items()])
+        return values
 
     def update_user_key(self, name: str, update: Callable[[Any], Any], default: Any = None) -> Any:
         """Read, change and write one user key in one transaction; returns the new value.
