@@ -7,7 +7,8 @@ out and the push is taken over. The outcome of each attempt decides what happens
 * 2xx: delivered.
 * no answer (timeout, connection error, refused by the egress policy, HTTP disabled),
   429 or 5xx: retried after ``retry_schedule[attempts - 1]`` seconds ±20 %, never before
-  a ``Retry-After``; once the schedule is spent the push is dead.
+  a ``Retry-After`` (itself never later than the longest wait of the schedule); once
+  the schedule is spent the push is dead.
 * any other status (3xx, 4xx, 410): dead at once.
 * the webhook was removed from the project: dead. A secret is missing: nothing is sent,
   no attempt is counted, the push stays pending (a fix to the environment may come).
@@ -19,6 +20,7 @@ See docs/delivery.md for the reasoning.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import socket
@@ -42,6 +44,8 @@ LEASE_MARGIN = 5.0  # seconds a lease outlasts the longest possible attempt
 BATCH = 64  # pushes leased and sent together
 MAX_POLL = 0.25  # seconds between looks at the outbox while draining
 IDS_PER_LEASE = 500  # stays far below SQLite's limit on statement parameters
+MAX_DIGITS = 10  # a Retry-After in seconds with more digits means "as late as allowed"
+MAX_DATE = 64  # characters of a Retry-After date worth parsing (an HTTP date has 29)
 
 Outcome = Literal["delivered", "retry", "dead", "blocked"]
 
@@ -113,20 +117,24 @@ def judge(response: HttpResponse, now: float) -> Verdict:
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """The unix time a ``Retry-After`` header (seconds or HTTP date) names; None if none."""
+    """The unix time a ``Retry-After`` header (seconds or HTTP date) names; None if none
+    or unreadable; infinity for more seconds than :data:`MAX_DIGITS` digits hold (the
+    caller bounds it)."""
     value = _header(headers, "retry-after")
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return now + int(value)
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: it takes "²"
+        return now + int(value) if len(value) <= MAX_DIGITS else math.inf
+    if len(value) > MAX_DATE:
+        return None
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None  # an unreadable value is ignored, like browsers do
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -180,6 +188,10 @@ class Deliverer:
         # a lease must outlast the slowest attempt, or a second sender could join in
         slowest = max((w.timeout for w in project.webhooks.values()), default=0.0)
         self.lease_seconds = max(project.delivery.lease, slowest + LEASE_MARGIN)
+        # a receiver's Retry-After is honoured up to the longest wait of the schedule; a
+        # stored time later than any wait could reach came from a clock that was ahead
+        self.longest_wait = max(project.delivery.retry_schedule, default=0.0)
+        self.horizon = self.longest_wait * (1 + JITTER)
 
     async def send_now(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """One immediate attempt for each pending push of ``ids`` that no one else holds.
@@ -239,10 +251,12 @@ class Deliverer:
         ids: Sequence[str] | None = None,
         ignore_schedule: bool = False,
     ) -> list[OutboxRow]:
+        now = self.clock()
         return self.store.lease(
             self.owner,
-            now=self.clock(),
+            now=now,
             seconds=self.lease_seconds,
+            horizon=now + self.horizon,
             limit=limit,
             ids=ids,
             ignore_schedule=ignore_schedule,
@@ -312,7 +326,7 @@ class Deliverer:
         if verdict.kind == "retry" and attempts <= len(schedule):
             next_at = now + self._wait(attempts - 1)
             if verdict.not_before is not None:
-                next_at = max(next_at, verdict.not_before)
+                next_at = max(next_at, min(verdict.not_before, now + self.longest_wait))
             self.store.mark_retry(row.id, self.owner, now=now, next_attempt_at=next_at, error=error)
             return "retry"
         if verdict.kind == "retry":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,11 @@ _ROW_COLUMNS = (
     "id, execution_id, webhook, url, headers, payload, status, attempts, "
     "next_attempt_at, last_attempt_at, last_error, created_at, delivered_at"
 )
+
+
+# seconds the clocks of several senders may disagree; a stored time further ahead than
+# any sender could have written was written by a clock that was wrong
+CLOCK_SLACK = 300.0
 
 
 class OutboxMixin(Connection):
@@ -28,6 +34,7 @@ class OutboxMixin(Connection):
         ids: Sequence[str] | None = None,
         ignore_schedule: bool = False,
         due_by: float | None = None,
+        horizon: float | None = None,
     ) -> list[OutboxRow]:
         """Claim up to ``limit`` pending pushes for ``owner`` until ``now + seconds``.
 
@@ -35,12 +42,19 @@ class OutboxMixin(Connection):
         is at or before ``due_by`` (default ``now``), or, with ``ignore_schedule``, it
         was not attempted since ``due_by``. ``ids`` restricts the claim to those pushes.
         One ``UPDATE ... RETURNING`` statement: two senders never claim the same push.
+
+        Times written by a clock that was ahead are not believed: a lease ending more
+        than :data:`CLOCK_SLACK` seconds after ``now + seconds``, a next attempt more than
+        that after ``horizon`` (default: never), and with ``ignore_schedule`` a last
+        attempt after ``now``, count as past.
         """
         params: dict[str, Any] = {
             "owner": owner,
             "until": now + seconds,
+            "stale_lease": now + seconds + CLOCK_SLACK,
             "now": now,
             "cutoff": now if due_by is None else due_by,
+            "horizon": math.inf if horizon is None else horizon + CLOCK_SLACK,
             "limit": limit,
         }
         params.update({f"id{i}": value for i, value in enumerate(ids or ())})
@@ -171,9 +185,9 @@ _RETRY = (
 def _lease_sql(ignore_schedule: bool, id_count: int | None) -> str:
     """The claiming statement of :meth:`Store.lease` (named parameters)."""
     due = (
-        "COALESCE(last_attempt_at, -1) < :cutoff"
+        "(COALESCE(last_attempt_at, -1) < :cutoff OR last_attempt_at > :now)"
         if ignore_schedule
-        else ("next_attempt_at <= :cutoff")
+        else "(next_attempt_at <= :cutoff OR next_attempt_at > :horizon)"
     )
     if id_count is None:
         chosen = "status = 'pending'"
@@ -185,6 +199,7 @@ def _lease_sql(ignore_schedule: bool, id_count: int | None) -> str:
     return (
         "UPDATE outbox SET lease_owner = :owner, lease_until = :until WHERE id IN ("
         f"SELECT id FROM outbox WHERE {chosen} AND "
-        f"(lease_until IS NULL OR lease_until <= :now) AND {due} "
+        f"(lease_until IS NULL OR lease_until <= :now OR lease_until > :stale_lease) "
+        f"AND {due} "
         f"ORDER BY next_attempt_at LIMIT :limit) RETURNING {_ROW_COLUMNS}"
     )

@@ -102,11 +102,23 @@ class OutboxRow:
         }
 
 
+_LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second datetime can show
+
+
 def iso(moment: float | None) -> str | None:
-    """A unix time as ISO 8601 UTC with milliseconds; ``None`` stays ``None``."""
+    """A unix time as ISO 8601 UTC with milliseconds; ``None`` stays ``None``.
+
+    A time outside years 1970..9999 (a damaged row, a value an older version stored from
+    a peer) is shown as the nearest of the two ends, never raises."""
     if moment is None:
         return None
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+    try:
+        bounded = min(max(float(moment), 0.0), _LATEST)
+    except (TypeError, ValueError):
+        bounded = 0.0
+    if bounded != bounded:  # NaN
+        bounded = 0.0
+    return datetime.fromtimestamp(bounded, UTC).isoformat(timespec="milliseconds")
 
 
 def unix(text: Any) -> float:

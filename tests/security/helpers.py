@@ -76,7 +76,9 @@ class Recorder:
         )
         parts = request.path.strip("/").split("/")
         if parts[0] == "status":
-            return web.Response(status=int(parts[1]), text=f"answer {parts[1]}")
+            extra = {"Retry-After": request.query["retry_after"]}
+            headers = extra if "retry_after" in request.query else None
+            return web.Response(status=int(parts[1]), text=f"answer {parts[1]}", headers=headers)
         if parts[0] == "redirect":
             return web.Response(status=302, headers={"Location": request.query["to"]})
         if parts[0] == "deep":  # JSON nested a hundred thousand levels
