@@ -25,6 +25,7 @@ class LazyGroup(click.Group):
     lazy = {
         "deliveries": "flowrunner.cli_state:deliveries",
         "runs": "flowrunner.cli_state:runs",
+        "db": "flowrunner.cli_db:db",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -26,15 +26,19 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def opened(state: State) -> Iterator[tuple[Project, Store]]:
-    """The checked project and its open store; raises InvalidProject on project errors."""
+def opened(state: State, *, reading: bool = False) -> Iterator[tuple[Project, Store]]:
+    """The checked project and its open store; raises InvalidProject on project errors.
+
+    ``reading``: the command only reads, so a state file it cannot write is opened
+    read-only."""
     from flowrunner.project import load_project, require_root
 
     root = require_root(state.project)
     compiled, diags = load_project(root)
     if compiled is None or any(d.severity == "error" for d in diags):
         raise InvalidProject(sorted(diags, key=Diagnostic.sort_key))
-    store = Store.open(compiled.project.state)
+    path = compiled.project.state
+    store = Store.open_for_reading(path) if reading else Store.open(path)
     try:
         yield compiled.project, store
     finally:
@@ -74,7 +78,7 @@ def deliveries() -> None:
 @guarded
 def list_deliveries(state: State, dead: bool, as_json: bool) -> None:
     """List the pushes in the outbox, oldest first."""
-    with opened(state) as (_, store):
+    with opened(state, reading=True) as (_, store):
         rows = store.deliveries(dead_only=dead)
     if as_json:
         click.echo(dumps(rows))
@@ -156,6 +160,7 @@ def drain(
 
     secrets = Secrets(extra=read_secrets_file(secrets_file) if secrets_file else None)
     with opened(state) as (project, store):
+        store.check_before_use()  # damage found now costs no push sent twice
         stats = _run_drain(project, store, secrets, timeout, ignore_schedule)
     if as_json:
         click.echo(dumps(stats.as_dict()))
@@ -204,7 +209,7 @@ def runs() -> None:
 @guarded
 def list_runs(state: State, as_json: bool, limit: int) -> None:
     """List executions, newest first."""
-    with opened(state) as (_, store):
+    with opened(state, reading=True) as (_, store):
         rows = store.runs(limit)
     if as_json:
         click.echo(dumps(rows))
@@ -226,7 +231,7 @@ def list_runs(state: State, as_json: bool, limit: int) -> None:
 @guarded
 def show_run(state: State, execution_id: str) -> None:
     """Print one execution record as JSON (its push's status up to date)."""
-    with opened(state) as (_, store):
+    with opened(state, reading=True) as (_, store):
         record = store.run(execution_id)
     if record is None:
         raise UsageError(f"no run with execution id '{execution_id}' (see 'runs list')")

@@ -151,6 +151,7 @@ def _prepare_state(plan: Any) -> None:
 
     store = Store.open(plan.project.project.state)
     try:
+        store.check_before_use()
         store.seed_user_keys(plan.project.project.user_keys)
     finally:
         store.close()

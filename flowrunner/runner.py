@@ -20,7 +20,7 @@ from flowrunner import model as m
 from flowrunner import oncomplete
 from flowrunner.compiler import CompiledWebhook, Plan
 from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services, UserKeyStore
-from flowrunner.errors import TemplateError
+from flowrunner.errors import StateError, TemplateError
 from flowrunner.jsoncodec import dumps
 from flowrunner.result import ExecutionRecord, iso
 from flowrunner.secrets import Secrets
@@ -196,6 +196,7 @@ class Runner:
 
         self.store = Store.open(self.project.state)
         self._stack.callback(self.store.close)
+        self.store.check_before_use()  # damage found now costs no side effect
         self.store.seed_user_keys(self.project.user_keys)
         self._stack.callback(self._prune)  # runs after everything opened below is closed
         self.client = await self._stack.enter_async_context(
@@ -262,10 +263,19 @@ class Runner:
         return record, encoded
 
     async def _send(self, push: Any) -> dict[str, Any]:
-        if self.pushes is not None:
-            return await self.pushes.send(push.id)
-        status: dict[str, dict[str, Any]] = await self.deliverer.send_now([push.id])
-        return status[push.id]
+        """One attempt at a push already stored with its execution. The execution stays
+        what it was when the attempt cannot be recorded (a full disk): the push is
+        pending in the outbox, and a later drain sends it (again, same ``webhook-id``)."""
+        try:
+            if self.pushes is not None:
+                return await self.pushes.send(push.id)
+            status: dict[str, dict[str, Any]] = await self.deliverer.send_now([push.id])
+            return status[push.id]
+        except StateError as exc:
+            return {
+                "webhook": push.webhook, "webhook_id": push.id, "status": "pending",
+                "attempts": None, "last_error": f"the attempt could not be recorded: {exc}",
+            }  # fmt: skip
 
     def _push(self, record: ExecutionRecord) -> Any:
         """The push of ``record`` (None without one). A push whose URL or headers cannot

@@ -15,7 +15,7 @@ from flowrunner.state.connection import BUSY_RETRIES, BUSY_TIMEOUT_MS
 from flowrunner.state.history import ROWS_PER_INSERT
 from flowrunner.state.recorder import AsyncRecorder
 from flowrunner.state.records import EncodedRecord, Item, NewPush, OutboxRow, Record, iso, unix
-from flowrunner.state.store import SCHEMA_VERSION, Store, stored_user_keys
+from flowrunner.state.store import SCHEMA_VERSION, Store, integrity_problems, stored_user_keys
 
 __all__ = [
     "BUSY_RETRIES",
@@ -29,6 +29,7 @@ __all__ = [
     "OutboxRow",
     "Record",
     "Store",
+    "integrity_problems",
     "iso",
     "stored_user_keys",
     "unix",
