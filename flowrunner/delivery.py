@@ -205,13 +205,11 @@ class Deliverer:
             chunk = ids[start : start + IDS_PER_LEASE]
             rows = self._lease(cutoff, ids=chunk, limit=len(chunk), ignore_schedule=True)
             await self._attempt_all(rows)
-            for row in self.store.outbox_rows(chunk).values():
-                out[row.id] = {
-                    "webhook": row.webhook,
-                    "webhook_id": row.id,
-                    "status": row.status,
-                    "attempts": row.attempts,
-                }
+            rows = []  # their payloads are not kept while the states are read
+            for id_, (webhook, status, attempts) in self.store.push_states(chunk).items():
+                out[id_] = {
+                    "webhook": webhook, "webhook_id": id_, "status": status, "attempts": attempts
+                }  # fmt: skip
         return out
 
     async def deliver_due(self, *, ignore_schedule: bool = False) -> DeliveryStats:

@@ -18,6 +18,7 @@ from typing import Any
 
 from flowrunner import model as m
 from flowrunner import oncomplete
+from flowrunner.budget import FINISHING_BYTES, ByteBudget, record_cost
 from flowrunner.compiler import CompiledWebhook, Plan
 from flowrunner.engine import Engine, Inputs, MemoryUserKeys, Services, UserKeyStore
 from flowrunner.errors import StateError, TemplateError
@@ -168,6 +169,7 @@ class Runner:
         self.deliverer: Any = None
         self.recorder: Any = None
         self.pushes: PushBatcher | None = None
+        self.budget = ByteBudget(FINISHING_BYTES)  # bounds the memory of large records
         for ref in used_secrets(plan, on_complete=on_complete):
             secrets.resolve(ref)  # fail before anything runs, naming the secret
 
@@ -225,7 +227,7 @@ class Runner:
         push = self._push(record)
         self.store.record_end(record.as_dict(), push)
         if push is not None:
-            record.on_complete = await self._send(push)
+            record.on_complete = await self._send(push.id, push.webhook)
         return record
 
     async def run_encoded(self, inputs: Inputs) -> tuple[ExecutionRecord, bytes]:
@@ -234,9 +236,16 @@ class Runner:
 
         With ``group_commit`` the end is recorded with other executions' ends.
         """
+        record = await self.engine.execute(inputs)
+        cost = record_cost((record.keys, record.call))
+        if not cost:
+            return await self._finish_encoded(record)
+        async with self.budget.hold(cost):
+            return await self._finish_encoded(record)
+
+    async def _finish_encoded(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bytes]:
         from flowrunner.state import EncodedRecord
 
-        record = await self.engine.execute(inputs)
         data = record.as_dict()
         encoded = dumps(data)
         if self.dry_run:
@@ -257,23 +266,27 @@ class Runner:
             await self.recorder.record_end(stored, push)
         else:
             self.store.record_end(stored, push)
+        del stored  # large records: no copy outlives its use
         if push is not None:
-            record.on_complete = data["on_complete"] = await self._send(push)
+            del encoded
+            push_id, webhook = push.id, push.webhook
+            del push
+            record.on_complete = data["on_complete"] = await self._send(push_id, webhook)
             encoded = dumps(data)
         return record, encoded
 
-    async def _send(self, push: Any) -> dict[str, Any]:
+    async def _send(self, push_id: str, webhook: str) -> dict[str, Any]:
         """One attempt at a push already stored with its execution. The execution stays
         what it was when the attempt cannot be recorded (a full disk): the push is
         pending in the outbox, and a later drain sends it (again, same ``webhook-id``)."""
         try:
             if self.pushes is not None:
-                return await self.pushes.send(push.id)
-            status: dict[str, dict[str, Any]] = await self.deliverer.send_now([push.id])
-            return status[push.id]
+                return await self.pushes.send(push_id)
+            status: dict[str, dict[str, Any]] = await self.deliverer.send_now([push_id])
+            return status[push_id]
         except StateError as exc:
             return {
-                "webhook": push.webhook, "webhook_id": push.id, "status": "pending",
+                "webhook": webhook, "webhook_id": push_id, "status": "pending",
                 "attempts": None, "last_error": f"the attempt could not be recorded: {exc}",
             }  # fmt: skip
 

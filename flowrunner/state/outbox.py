@@ -141,6 +141,13 @@ class OutboxMixin(Connection):
         rows = self._read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks})", tuple(ids))
         return {row.id: row for row in map(OutboxRow.from_db, rows)}
 
+    def push_states(self, ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+        """``(webhook, status, attempts)`` of the stored pushes among ``ids`` (at most
+        500), by id; their payloads are not read."""
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT id, webhook, status, attempts FROM outbox WHERE id IN ({marks})"
+        return {row[0]: (row[1], row[2], row[3]) for row in self._read(sql, tuple(ids))}
+
     def outbox_row(self, id: str) -> OutboxRow | None:
         """The stored push ``id``, or None."""
         rows = self._read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (id,))

@@ -80,12 +80,15 @@ def stored_user_keys(path: Path) -> dict[str, Any]:
 
 
 def read_only_connection(path: Path) -> sqlite3.Connection:
-    """A connection that never writes to ``path``. Where neither the file nor its folder
-    can be written (a read-only mount, another user's folder), SQLite cannot create the
-    shared-memory file a WAL reader needs; the file is then read as immutable, which is
-    right as long as nobody writes it, and nobody can.
+    """A connection for reading ``path`` (the caller writes nothing through it).
 
+    Where neither the file nor its folder can be written (a read-only mount, another
+    user's folder), SQLite cannot create the shared-memory file a WAL reader needs
+    unless a writer already has: the file is then opened read-only, or failing that
+    read as immutable, which is right as long as nobody writes it, and nobody can.
     Raises sqlite3.Error when the file cannot be read."""
+    if _writable(path):  # a plain connection leaves no -wal/-shm files behind
+        return sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     uri = path.resolve().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
@@ -93,8 +96,6 @@ def read_only_connection(path: Path) -> sqlite3.Connection:
         return conn
     except sqlite3.OperationalError:
         conn.close()
-        if _writable(path):
-            raise
     except BaseException:
         conn.close()
         raise
