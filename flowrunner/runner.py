@@ -200,7 +200,7 @@ class Runner:
         self._stack.callback(self.store.close)
         self.store.check_before_use()  # damage found now costs no side effect
         self.store.seed_user_keys(self.project.user_keys)
-        self._stack.callback(self._prune)  # runs after everything opened below is closed
+        self._prune()  # before the work: nothing of this command's is held meanwhile
         self.client = await self._stack.enter_async_context(
             HttpClient(self.project.http, limit=self.concurrency)
         )
@@ -215,7 +215,8 @@ class Runner:
         await self._stack.aclose()
 
     def _prune(self) -> None:
-        """Apply the project's history retention, once per run, when it ends."""
+        """Apply the project's history retention, once per command, when it opens the
+        state file (in bounded batches)."""
         history = self.project.history
         self.store.prune_runs(older_than=history.keep_days * 86_400, keep=history.keep_runs)
 
