@@ -154,7 +154,8 @@ def drain(
 ) -> None:
     """Send every push that is due and those falling due within --timeout.
 
-    Exit 0 when nothing is left pending, 75 when something still is.
+    Exit 0 when nothing is left pending, 75 when something still is, 130 when
+    interrupted (SIGINT or SIGTERM; the pushes it held are released at once).
     """
     from flowrunner.secrets import Secrets, read_secrets_file
 
@@ -176,16 +177,31 @@ def _run_drain(
     project: Project, store: Store, secrets: Secrets, timeout: float, ignore_schedule: bool
 ) -> DeliveryStats:
     import asyncio
+    import signal
 
     from flowrunner.delivery import Deliverer
     from flowrunner.http import HttpClient
 
-    async def go() -> DeliveryStats:
+    async def go() -> DeliveryStats | None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
         async with HttpClient(project.http) as client:
             deliverer = Deliverer(store, client, project, secrets)
-            return await deliverer.drain(timeout=timeout, ignore_schedule=ignore_schedule)
+            try:
+                return await deliverer.drain(timeout=timeout, ignore_schedule=ignore_schedule)
+            except asyncio.CancelledError:
+                # attempts cut short may or may not have reached their receiver: the
+                # pushes stay pending, free for the next sender at once (same webhook-id)
+                deliverer.release_leases()
+                return None
 
-    return asyncio.run(go())
+    stats = asyncio.run(go())
+    if stats is None:
+        raise KeyboardInterrupt  # exit 130, "interrupted", as for any command
+    return stats
 
 
 # ---- runs ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from flowrunner.egress import Allowlist
 from flowrunner.errors import Diagnostic, Mark, TemplateError, Where
 from flowrunner.loader import Document
 from flowrunner.loader import Path as DocPath
-from flowrunner.templating import Compiled, compile_value, suggest
+from flowrunner.templating import Compiled, Variables, compile_value, format_text, suggest
 
 END = -1  # jump target meaning "the execution ends here"
 
@@ -137,9 +137,25 @@ def compile_project(project: m.Project) -> tuple[CompiledProject, list[Diagnosti
             )
             if header is not None:
                 headers[name] = header
+                _check_header_line(hook, name, header, problems)
         if url is not None:
             compiled[hook.name] = CompiledWebhook(webhook=hook, url=url, headers=headers)
     return CompiledProject(project=project, webhooks=compiled), problems.items
+
+
+def _check_header_line(hook: m.Webhook, name: str, header: Compiled, problems: Problems) -> None:
+    """A constant header value with a line break could only fail every request (it is
+    never sent): say so at validation."""
+    if not header.is_constant:
+        return
+    text = format_text(header.render(Variables()))
+    if "\r" in text or "\n" in text:
+        problems.add(
+            hook.path + ("headers", name),
+            "header-injection",
+            f"webhook '{hook.name}': header '{name}' contains a line break (CR or LF); "
+            "a header value must be one line",
+        )
 
 
 def _check_allowlist(project: m.Project, problems: Problems) -> None:

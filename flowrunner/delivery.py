@@ -212,6 +212,11 @@ class Deliverer:
                 }  # fmt: skip
         return out
 
+    def release_leases(self) -> int:
+        """Give up every lease this sender holds (when it is stopped): those pushes stay
+        pending and another sender may take them at once. Returns how many."""
+        return self.store.release_leases(self.owner)
+
     async def deliver_due(self, *, ignore_schedule: bool = False) -> DeliveryStats:
         """One pass: attempt once every push due now (every pending one with
         ``ignore_schedule``) that no live lease holds."""

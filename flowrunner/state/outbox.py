@@ -141,6 +141,16 @@ class OutboxMixin(Connection):
         rows = self._read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks})", tuple(ids))
         return {row.id: row for row in map(OutboxRow.from_db, rows)}
 
+    def release_leases(self, owner: str) -> int:
+        """End every lease ``owner`` holds on a pending push; returns how many."""
+        with self._write("release pushes") as cur:
+            cur.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
+                "WHERE lease_owner = ? AND status = 'pending'",
+                (owner,),
+            )
+            return cur.rowcount
+
     def push_states(self, ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
         """``(webhook, status, attempts)`` of the stored pushes among ``ids`` (at most
         500), by id; their payloads are not read."""
