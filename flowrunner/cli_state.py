@@ -187,7 +187,10 @@ def _run_drain(
         task = asyncio.current_task()
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            try:
+                loop.add_signal_handler(sig, task.cancel)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread (or no signals here): Ctrl-C as before
         async with HttpClient(project.http) as client:
             deliverer = Deliverer(store, client, project, secrets)
             try:

@@ -76,8 +76,8 @@ class Recorder:
         )
         parts = request.path.strip("/").split("/")
         if parts[0] == "status":
-            extra = {"Retry-After": request.query["retry_after"]}
-            headers = extra if "retry_after" in request.query else None
+            after = request.query.get("retry_after")
+            headers = None if after is None else {"Retry-After": after}
             return web.Response(status=int(parts[1]), text=f"answer {parts[1]}", headers=headers)
         if parts[0] == "redirect":
             return web.Response(status=302, headers={"Location": request.query["to"]})
