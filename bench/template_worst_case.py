@@ -35,6 +35,7 @@ VALUES: dict[str, Any] = {
     "tags": "<a " * (MIB // 3),
     "items": list(range(60_000)),
     "codec": "punycode",
+    "strings": ["".join(rng.choices(string.ascii_letters, k=7)) for _ in range(120_000)],
 }
 
 CANDIDATES = [
@@ -65,6 +66,8 @@ CANDIDATES = [
     "{{ $call.ascii[:60000] | title | length }}",
     "{{ $call.ascii | list | length }}",
     "{{ $call.items | sort | length }}",
+    "{{ $call.strings | sort | length }}",
+    "{{ $call.strings | unique | list | length }}",
     "{{ $call.items | unique | list | length }}",
     "{{ $call.items | sum }}",
     "{{ $call.digits | int }}",

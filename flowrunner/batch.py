@@ -47,7 +47,7 @@ from flowrunner.runner import Runner
 
 GRACE = 5.0  # seconds in-flight executions get to finish after an interrupt
 WINDOW_FACTOR = 4  # lines numbered and not yet written, per unit of concurrency
-WINDOW_BYTES = 64 << 20  # bytes of records waiting in the reorder buffer
+WINDOW_BYTES = 32 << 20  # bytes of records waiting in the reorder buffer
 FLUSH_BYTES = 1 << 16  # output buffered before a write
 TICK = 0.2  # seconds between progress redraws
 FLUSH_TICKS = 5  # ticks between output flushes

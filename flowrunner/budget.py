@@ -18,7 +18,7 @@ from flowrunner import limits
 ESCAPED = 6  # bytes JSON may write for one character (``\\u0001``)
 COPIES = 5  # copies of a record alive while it is encoded, stored and pushed
 LARGE = 256 << 10  # estimated bytes from which an execution holds a share
-FINISHING_BYTES = 192 << 20  # the budget of a batch (one process)
+FINISHING_BYTES = 128 << 20  # the budget of a batch (one process)
 
 
 class ByteBudget:
