@@ -1,8 +1,9 @@
 """JSON for the hot path: orjson (a dependency), else ``json`` where orjson cannot be imported.
 
 Both give the same compact, UTF-8 text for the data flowrunner handles (``dumps``
-falls back to ``json`` for what orjson refuses, such as integers over 64 bits), and both
-refuse the same input (``loads``: NaN and Infinity, lone surrogate escapes).
+falls back to ``json`` for what orjson refuses, such as integers over 64 bits, and
+``loads`` for text that may hold one), and both refuse the same input (``loads``: NaN
+and Infinity, lone surrogate escapes).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ orjson = optional_module("orjson")
 c_make_encoder: Any = getattr(json_encoder, "c_make_encoder", None)
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # may be an integer orjson cannot hold
 
 
 def _reject_constant(name: str) -> Any:
@@ -38,8 +40,11 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def loads(raw: bytes) -> Any:
-    """Decode UTF-8 JSON; raises ValueError (or RecursionError, nested too deeply)."""
-    if orjson is not None:
+    """Decode UTF-8 JSON; raises ValueError (or RecursionError, nested too deeply).
+
+    Integers are exact at any size: orjson reads one over 64 bits as a float, so text
+    holding a run of 19 digits or more is decoded by ``json`` instead."""
+    if orjson is not None and not _LONG_DIGITS.search(raw):
         return orjson.loads(raw)
     value = _DECODER.decode(raw.decode("utf-8"))
     if _SURROGATE_ESCAPE.search(raw):

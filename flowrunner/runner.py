@@ -17,7 +17,8 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
-from flowrunner.errors import TemplateError
+from flowrunner.budget import FINISHING_BYTES, ByteBudget, record_cost
+from flowrunner.errors import StateError, TemplateError
 from flowrunner.execution.context import (
     Inputs,
     MemoryUserKeys,
@@ -188,6 +189,7 @@ class Runner:
         self.deliverer: Any = None
         self.recorder: Any = None
         self.pushes: PushBatcher | None = None
+        self.budget = ByteBudget(FINISHING_BYTES)  # bounds the memory of large records
         for ref in used_secrets(plan, on_complete=on_complete):
             secrets.resolve(ref)  # fail before anything runs, naming the secret
 
@@ -220,8 +222,9 @@ class Runner:
 
         self.store = open_store(self.project.state, self.secrets)
         self._stack.callback(self.store.close)
+        self.store.check_before_use()  # damage found now costs no side effect
         self.store.seed_user_keys(self.project.user_keys)
-        self._stack.callback(self._prune)  # runs after everything opened below is closed
+        self._prune()  # before the work: nothing of this command's is held meanwhile
         self.client = await self._stack.enter_async_context(
             open_client(self.project.http, limit=self.concurrency, transport=self.transport)
         )
@@ -238,7 +241,8 @@ class Runner:
         await self._stack.aclose()
 
     def _prune(self) -> None:
-        """Apply the project's history retention, once per run, when it ends."""
+        """Apply the project's history retention, once per command, when it opens the
+        state file (in bounded batches)."""
         history = self.project.history
         self.store.prune_runs(older_than=history.keep_days * 86_400, keep=history.keep_runs)
 
@@ -283,9 +287,16 @@ class Runner:
         return self.tracer.execution(inputs.execution_id, flow, inputs.traceparent)
 
     async def _run_encoded(self, inputs: Inputs) -> tuple[ExecutionRecord, bytes]:
+        record = await self.engine.execute(inputs)
+        cost = record_cost((record.keys, record.call))
+        if not cost:
+            return await self._finish_encoded(record)
+        async with self.budget.hold(cost):
+            return await self._finish_encoded(record)
+
+    async def _finish_encoded(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bytes]:
         from flowrunner.state.records import EncodedRecord
 
-        record = await self.engine.execute(inputs)
         data = record.as_dict()
         encoded = dumps(data)
         if self.dry_run:
@@ -306,16 +317,27 @@ class Runner:
             await self.recorder.record_end(stored, push)
         else:
             self.store.record_end(stored, push)
+        del stored  # large records: no copy outlives its use
         if push is not None:
+            del encoded
             record.on_complete = data["on_complete"] = await self._send(push)
             encoded = dumps(data)
         return record, encoded
 
     async def _send(self, push: Any) -> dict[str, Any]:
-        if self.pushes is not None:
-            return await self.pushes.send(push)
-        status: dict[str, dict[str, Any]] = await self.deliverer.send_leased([push])
-        return status[push.id]
+        """One attempt at a push already stored with its execution. The execution stays
+        what it was when the attempt cannot be recorded (a full disk): the push is
+        pending in the outbox, and a later drain sends it (again, same ``webhook-id``)."""
+        try:
+            if self.pushes is not None:
+                return await self.pushes.send(push)
+            status: dict[str, dict[str, Any]] = await self.deliverer.send_leased([push])
+            return status[push.id]
+        except StateError as exc:
+            return {
+                "webhook": push.webhook, "webhook_id": push.id, "status": "pending",
+                "attempts": None, "last_error": f"the attempt could not be recorded: {exc}",
+            }  # fmt: skip
 
     def _push(self, record: ExecutionRecord) -> Any:
         """The push of ``record`` (None without one); see :func:`build_push`."""

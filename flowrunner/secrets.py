@@ -3,8 +3,14 @@
 Values are looked up only when a request is built, and never appear in messages.
 Every value resolved is also remembered for the life of the process, so that
 :func:`scrub` can mask it (and the forms it travels in: base64 as in a ``Basic``
-``Authorization`` header, JSON-escaped, percent-encoded) in anything printed; the
-command line scrubs all its output with it (:func:`flowrunner.cli.common.guarded`).
+``Authorization`` header, JSON-escaped, percent-encoded).
+
+Scrubbing happens in two places. Where data enters: a webhook's answer is the only
+outside input that can carry a secret back (a receiver that echoes the request), and
+:func:`scrub_value` cleans it before it becomes a flow key, so every record, stored
+row, events line and pushed payload built from it is clean, also when read back later
+by a process that never knew the secret. And where text leaves: the command line
+scrubs all it prints (:func:`flowrunner.cli.common.guarded`), as a second line.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from flowrunner.errors import SecretError, UsageError
@@ -76,10 +83,24 @@ class Scrubber:
         out.append(text[done:])
         return "".join(out)
 
+    def scrub_value(self, value: Any) -> Any:
+        """``value`` (JSON-shaped data) with every string in it, keys included, scrubbed;
+        the value itself when no secret is known."""
+        if self._plain is None:
+            return value
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {self.scrub(k): self.scrub_value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.scrub_value(v) for v in value]
+        return value
+
 
 SCRUBBER = Scrubber()  # every value resolved in this process (Secrets.resolve adds them)
 remember = SCRUBBER.remember
 scrub = SCRUBBER.scrub
+scrub_value = SCRUBBER.scrub_value
 
 
 def _alternatives(texts: set[str]) -> re.Pattern[str]:

@@ -28,11 +28,23 @@ def iso(moment: datetime) -> str:
     return f"{head}.{moment.microsecond // 1000:03d}+00:00"
 
 
+_LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second a datetime can show
+
+
 def iso_unix(moment: float | None) -> str | None:
-    """Unix seconds as :func:`iso` text in UTC; ``None`` stays ``None``."""
+    """Unix seconds as :func:`iso` text in UTC; ``None`` stays ``None``.
+
+    A time outside years 1970..9999 (a damaged row, a value an older version stored from
+    a peer) is shown as the nearest of the two ends; this never raises."""
     if moment is None:
         return None
-    return iso(datetime.fromtimestamp(moment, UTC))
+    try:
+        bounded = min(max(float(moment), 0.0), _LATEST)
+    except (TypeError, ValueError):
+        bounded = 0.0
+    if bounded != bounded:  # NaN
+        bounded = 0.0
+    return iso(datetime.fromtimestamp(bounded, UTC))
 
 
 def unix(text: Any) -> float:

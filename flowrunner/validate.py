@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,8 +42,22 @@ def _targets(paths: list[str], root: Path) -> list[Path | str]:
         elif path.is_file():
             out.append(path)
         else:
-            raise UsageError(f"{raw}: no such file or folder")
+            raise UsageError(f"{raw}: {_not_a_file(path)}")
     return out
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be validated: it is missing, or not a file or a folder."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "no such file or folder"
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "not a regular file or folder"
+    if stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    return f"is {kind}; validate reads files and folders (pipe YAML in with '-')"
 
 
 def _flow_name(doc: Document) -> str | None:

@@ -249,7 +249,8 @@ async def test_retry_after_is_the_earliest_next_attempt(
     value = "2" if form == "seconds" else formatdate(time.time() + 3, usegmt=True)
     sink = Sink(script=[(429, {"Retry-After": value})])
     url = await serve(aiohttp_server, sink)
-    project = make_project(tmp_path, url)
+    project = make_project(tmp_path, url, schedule=(0.05, 4.0))  # Retry-After is honoured
+    # up to the longest wait of the schedule
     (pushed,) = record_pushes(store, url, 1)
     async with open_client(project.http) as client:
         deliverer = Deliverer(store, client, project, Secrets(ENV))

@@ -208,7 +208,8 @@ def test_allowlisted_name_resolving_to_loopback_is_refused():
     egress = policy("crm.example.com")
     assert egress.check_addresses("crm.example.com", ["127.0.0.1"]) == (
         [],
-        "127.0.0.1 is a loopback address (not on the allowlist)",
+        "crm.example.com is on the allowlist, but resolves to 127.0.0.1, a loopback "
+        "address; allowlist 127.0.0.1 itself to allow it",
     )
     assert egress.check_addresses("crm.example.com", ["8.8.8.8"]) == (["8.8.8.8"], None)
     assert egress.check_addresses("CRM.example.com.", ["8.8.8.8"]) == (["8.8.8.8"], None)

@@ -281,12 +281,13 @@ async def test_history_is_pruned_to_keep_runs(receiver: Receiver, tmp_path: Path
     with (root / "flowrunner.yaml").open("a") as project_file:
         project_file.write("history: {keep_runs: 2}\n")
     ids = []
-    for _ in range(3):
+    for _ in range(4):
         result = await run(root, "--call", "cli=+1555", "--json")
         assert result.exit_code == 0
         ids.append(json.loads(result.stdout)["execution_id"])
     listed = await invoke_async(root, "runs", "list", "--json", "--limit", "0")
-    assert [r["execution_id"] for r in json.loads(listed.stdout)] == [ids[2], ids[1]]
+    # pruned when the last run opened the state file: the newest 2 then, and the last run
+    assert [r["execution_id"] for r in json.loads(listed.stdout)] == [ids[3], ids[2], ids[1]]
 
 
 def test_events_do_not_mix_with_single_run_options(tmp_path: Path) -> None:

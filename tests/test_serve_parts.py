@@ -36,7 +36,7 @@ def test_dead_local_owners() -> None:
     import subprocess
     import sys
 
-    from flowrunner.server.main import dead_local_owners
+    from flowrunner.oncomplete.delivery import dead_local_owners
 
     host = socket.gethostname()
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

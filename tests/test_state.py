@@ -375,3 +375,31 @@ def test_an_id_with_a_nul_character_is_simply_unknown(store: StateStore) -> None
     assert store.outbox_row("msg_e1\x00") is None
     assert store.outbox_rows(["msg_e1", "x\x00"]).keys() == {"msg_e1"}
     assert store.retry("x\x00") is False
+
+
+@pytest.mark.parametrize(("older_than", "keep"), [(None, 7), (3600.0, None), (3600.0, 30)])
+def test_pruning_in_small_batches_deletes_what_one_pass_would(
+    tmp_path: Path, older_than: float | None, keep: int | None
+) -> None:
+    """Runs sharing a start time, pending pushes among the oldest: pruning 4 runs per
+    transaction leaves exactly what one transaction for all would."""
+    now = time.time()
+    left = []
+    for batch in (4, 1_000_000):
+        store = Store.open(tmp_path / f"state-{batch}.db")
+        for i in range(60):
+            stamp = time.strftime(
+                "%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime(now - 7200 + (i // 3) * 300)
+            )  # three runs per start time, the first 24 over an hour old
+            store.record_end(
+                record(f"e{i:02}", started=stamp), push(f"e{i:02}") if i % 9 == 0 else None
+            )
+        deleted = store.prune_runs(older_than=older_than, keep=keep, now=now, batch=batch)
+        remaining = sorted(r["execution_id"] for r in store.runs(0))
+        assert deleted == 60 - len(remaining)
+        left.append(remaining)
+        store.close()
+    assert left[0] == left[1]
+    assert {f"e{i:02}" for i in range(0, 60, 9)} <= set(left[0])  # pending pushes stay
+    if keep is not None and older_than is None:
+        assert len(left[0]) == keep + sum(1 for i in range(0, 53, 9))

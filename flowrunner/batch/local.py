@@ -8,9 +8,11 @@ How a batch runs:
   hands them over, checks each (:func:`~flowrunner.batch.lines.parse_line`) and queues it
   for ``concurrency`` workers. A line that cannot be run gets its INVALID record at once.
 * Records are written in input order. A record that is ready before those of earlier
-  lines waits in a reorder buffer; at most ``4 × concurrency`` lines are numbered and
-  not yet written, and reading pauses while that window is full. Memory is bounded by
-  the window, however long the input.
+  lines waits in a reorder buffer; at most ``4 × concurrency`` lines (and, once over
+  :data:`WINDOW_BYTES`, no more) are numbered and not yet written, and reading pauses
+  while that window is full. Memory is bounded by the window, however long the input;
+  executions with large records also share a byte budget
+  (:mod:`flowrunner.budget`) while they are encoded, stored and pushed.
 * Every line read gets exactly one record: the execution record plus ``"line"``, an
   INVALID record, or, after an interrupt, an INTERRUPTED one.
 * Every record is counted into the batch's figures (:mod:`flowrunner.batch.stats`:
@@ -43,6 +45,7 @@ from flowrunner.runner import Runner
 
 GRACE = 5.0  # seconds in-flight executions get to finish after an interrupt
 WINDOW_FACTOR = 4  # lines numbered and not yet written, per unit of concurrency
+WINDOW_BYTES = 32 << 20  # bytes of records waiting in the reorder buffer
 FLUSH_BYTES = 1 << 16  # output buffered before a write
 TICK = 0.2  # seconds between progress redraws
 FLUSH_TICKS = 5  # ticks between output flushes
@@ -115,6 +118,7 @@ class Ordered:
         self.stats = stats  # the figures of the summary and the report, when wanted
         self.outcome = Outcome()
         self._results: dict[int, bytes] = {}
+        self._buffered = 0  # bytes of the records in _results
         self._next_line = 1  # the number of the next line read
         self._next_out = 1  # the next line to write
         self._read_bytes = 0
@@ -161,8 +165,11 @@ class Ordered:
         self.outcome.interrupted = True
         self.interrupt()
 
+    def _window_full(self) -> bool:
+        return self._next_line - self._next_out >= self.window or self._buffered > WINDOW_BYTES
+
     async def _wait_for_room(self) -> None:
-        while self._next_line - self._next_out >= self.window:
+        while self._window_full():
             self._room.clear()
             await self._room.wait()
 
@@ -186,6 +193,7 @@ class Ordered:
 
     def _finish(self, number: int, line: bytes) -> None:
         self._results[number] = line
+        self._buffered += len(line)
         if number == self._next_out:
             self._flush()
 
@@ -195,6 +203,7 @@ class Ordered:
         write = self.output.write
         while (line := results.pop(number, None)) is not None:
             write(line)
+            self._buffered -= len(line)
             number += 1
         self._next_out = number
         self._room.set()
@@ -344,11 +353,14 @@ class Batch(Ordered):
                 continue
             if stats is not None:
                 count_record(stats, record)
+
+            del encoded  # not kept alive while this worker runs its next execution
             if record.status == "COMPLETED":
                 counts.completed += 1
             else:
                 counts.failed += 1
             push = record.on_complete["status"] if record.on_complete is not None else None
+            del record
             if push == "pending":
                 counts.pending += 1
             elif push == "dead":

@@ -162,7 +162,7 @@ class ParallelBatch(Ordered):
     async def _dispatch(self) -> None:
         async for chunk in self._read_chunks():
             for raw in chunk.lines:
-                if self._next_line - self._next_out >= self.window:
+                if self._window_full():
                     await self._send()  # nothing may wait unsent while the window is full
                     await self._wait_for_room()
                 number = self._next_line

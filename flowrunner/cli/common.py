@@ -3,6 +3,8 @@ and the scrubbing of secrets from everything a command prints."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,19 +123,48 @@ def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         _fail("interrupted", EXIT_INTERRUPTED)
     except (click.exceptions.Exit, click.ClickException, SystemExit):
         raise
+    except OSError as exc:
+        if not closed_output(exc):
+            raise _unexpected(exc, debug) from None
+        output_closed()
     except Exception as exc:  # a bug: say so, without a traceback unless asked
-        if debug:
-            _print_traceback()
-        _fail(
-            f"internal error: {type(exc).__name__} (run with --debug for details)",
-            EXIT_INTERNAL,
-        )
+        raise _unexpected(exc, debug) from None
 
 
 def _print_traceback() -> None:
     import traceback
 
     traceback.print_exc()
+
+
+def _unexpected(exc: Exception, debug: bool) -> SystemExit:
+    if debug:
+        _print_traceback()
+    click.echo(
+        f"flowrunner: internal error: {type(exc).__name__} (run with --debug for details)",
+        err=True,
+    )
+    return SystemExit(EXIT_INTERNAL)
+
+
+def closed_output(exc: BaseException) -> bool:
+    """Whether ``exc`` says the reader of the output went away (``| head``)."""
+    return isinstance(exc, BrokenPipeError) or (
+        isinstance(exc, OSError) and exc.errno == errno.EPIPE
+    )
+
+
+def output_closed() -> NoReturn:
+    """Exit quietly, with 1, once the reader of the output has gone away: nothing more
+    can be said there, and nothing is printed (a message would go to a terminal that
+    asked for the head only). Standard output is pointed at /dev/null first, so that
+    Python's flush at exit does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_PROBLEMS)
 
 
 def transport_option(func: F) -> F:

@@ -1,20 +1,24 @@
-"""``flowrunner db migrate | status``: the schema of the state store.
+"""``flowrunner db migrate | status | check``: the state store itself.
 
 Opening a store migrates it on its own; ``db migrate`` does it ahead of time (say, in a
 deployment step, before the workers start), ``db status`` shows what is applied and what
-a newer flowrunner would add, changing nothing. Both work without a project when
-``--state`` or ``FLOWRUNNER_STATE`` names the store.
+a newer flowrunner would add, changing nothing. ``db check`` runs the full check of the
+store, reading it without writing anything (also on a read-only file system); commands
+with side effects (``run``, ``deliveries drain``) make a quicker check before their
+first side effect. All work without a project when ``--state`` or ``FLOWRUNNER_STATE``
+names the store.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
 
 from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded
-from flowrunner.errors import Diagnostic, InvalidProject
+from flowrunner.errors import Diagnostic, InvalidProject, UsageError
 from flowrunner.source.model import StatePlace
 from flowrunner.source.to_model import STATE_ENV, parse_place
 from flowrunner.state.records import SchemaStatus
@@ -24,8 +28,6 @@ def state_place(state: State) -> StatePlace:
     """The store a command works on: ``--state``/``FLOWRUNNER_STATE``, else the
     project's ``state:``. Raises InvalidProject when the project must be read and is
     invalid, UsageError when there is no project."""
-    from pathlib import Path
-
     override = os.environ.get(STATE_ENV, "").strip()
     if override:
         return parse_place(override, Path.cwd())
@@ -49,9 +51,12 @@ def render(status: SchemaStatus) -> str:
     return "\n".join(lines)
 
 
+MAX_SHOWN = 20  # problems listed; SQLite stops counting there
+
+
 @click.group()
 def db() -> None:
-    """The schema of the state store: migrate it, or show its status."""
+    """The state store: migrate its schema, show its status, check it for damage."""
 
 
 @db.command("status")
@@ -85,3 +90,34 @@ def migrate(state: State) -> None:
     applied = after.version - before.version
     click.echo(render(after))
     click.echo(f"{applied} migration{'s' if applied != 1 else ''} applied")
+
+
+@db.command("check")
+@click.pass_obj
+@guarded
+def check(state: State) -> None:
+    """Check the whole state store for damage.
+
+    Exit 0 when it is sound, 1 when it is damaged (the problems are listed), 2 when
+    there is no state file yet.
+    """
+    from flowrunner.state import describe, integrity_problems
+
+    place = state_place(state)
+    where = describe(place)
+    if isinstance(place, Path) and not place.is_file():
+        raise UsageError(f"{where}: no state file yet (a run creates it)")
+    problems = integrity_problems(place, limit=MAX_SHOWN)
+    if not problems:
+        click.echo(f"{where}: ok")
+        raise SystemExit(EXIT_OK)
+    for problem in problems:
+        click.echo(f"{where}: {problem}")
+    more = " (or more)" if len(problems) >= MAX_SHOWN else ""
+    kind = "file" if isinstance(place, Path) else "store"
+    click.echo(
+        f"{where}: damaged, {len(problems)} problem(s){more}. Keep a copy of the {kind}: "
+        "it holds the outbox of pending pushes ('flowrunner deliveries list')",
+        err=True,
+    )
+    raise SystemExit(EXIT_PROBLEMS)

@@ -39,7 +39,7 @@ class LazyGroup(click.Group):
         "runs": ("flowrunner.cli.state:runs", "The execution history kept in the state store."),
         "db": (
             "flowrunner.cli.db:db",
-            "The schema of the state store: migrate it, or show its status.",
+            "The state store: migrate its schema, show its status, check it for damage.",
         ),
         "enqueue": (
             "flowrunner.cli.queue:enqueue",

@@ -87,8 +87,10 @@ def record_text(record: dict[str, Any], *, dry_run: bool = False) -> str:
     lines += [f"  {name} = {_value(value)}" for name, value in record["keys"].items()]
     push = record.get("on_complete")
     if push:
+        attempts = push["attempts"]
+        detail = push.get("last_error") if attempts is None else f"{attempts} attempt(s)"
         lines.append(
             f"on-complete: {push['status']} to webhook '{push['webhook']}' "
-            f"(webhook-id {push['webhook_id']}, {push['attempts']} attempt(s))"
+            f"(webhook-id {push['webhook_id']}, {detail})"
         )
     return "\n".join(lines)

@@ -240,6 +240,7 @@ def _prepare_state(plan: Any, secrets: Secrets) -> None:
 
     store = open_store(plan.project.project.state, secrets)
     try:
+        store.check_before_use()
         store.seed_user_keys(plan.project.project.user_keys)
     finally:
         store.close()

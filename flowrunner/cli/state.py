@@ -28,8 +28,11 @@ if TYPE_CHECKING:  # --help lists these commands: it must not import the state s
 
 
 @contextmanager
-def opened(state: State) -> Iterator[tuple[Project, StateStore]]:
-    """The checked project and its open store; raises InvalidProject on project errors."""
+def opened(state: State, *, reading: bool = False) -> Iterator[tuple[Project, StateStore]]:
+    """The checked project and its open store; raises InvalidProject on project errors.
+
+    ``reading``: the command only reads, so a state file it cannot write is opened
+    read-only."""
     from flowrunner.project import load_project, require_root
     from flowrunner.state import open_store
 
@@ -37,7 +40,7 @@ def opened(state: State) -> Iterator[tuple[Project, StateStore]]:
     compiled, diags = load_project(root)
     if compiled is None or any(d.severity == "error" for d in diags):
         raise InvalidProject(sorted(diags, key=Diagnostic.sort_key))
-    store = open_store(compiled.project.state)
+    store = open_store(compiled.project.state, reading=reading)
     try:
         yield compiled.project, store
     finally:
@@ -77,7 +80,7 @@ def deliveries() -> None:
 @guarded
 def list_deliveries(state: State, dead: bool, as_json: bool) -> None:
     """List the pushes in the outbox, oldest first."""
-    with opened(state) as (_, store):
+    with opened(state, reading=True) as (_, store):
         rows = store.deliveries(dead_only=dead)
     if as_json:
         click.echo(dumps(rows))
@@ -159,12 +162,14 @@ def drain(
 ) -> None:
     """Send every push that is due and those falling due within --timeout.
 
-    Exit 0 when nothing is left pending, 75 when something still is.
+    Exit 0 when nothing is left pending, 75 when something still is, 130 when
+    interrupted (SIGINT or SIGTERM; the pushes it held are released at once).
     """
     from flowrunner.secrets import Secrets, read_secrets_file
 
     secrets = Secrets(extra=read_secrets_file(secrets_file) if secrets_file else None)
     with opened(state) as (project, store):
+        store.check_before_use()  # damage found now costs no push sent twice
         stats = _run_drain(project, store, secrets, (timeout, ignore_schedule), transport)
     if as_json:
         click.echo(dumps(stats.as_dict()))
@@ -184,6 +189,7 @@ def _run_drain(
     transport: str | None,
 ) -> DeliveryStats:
     import asyncio
+    import signal
 
     from flowrunner.net.transport import open_client
     from flowrunner.oncomplete.delivery import Deliverer
@@ -193,18 +199,36 @@ def _run_drain(
 
     timeout, ignore_schedule = how
 
-    async def go() -> DeliveryStats:
+    async def go() -> DeliveryStats | None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, task.cancel)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread (or no signals here): Ctrl-C as before
         async with open_client(project.http, transport=transport) as client:
             # the traced transport keeps the client's connection limit, all the sender reads
             sender: Any = client if tracer is None else tracer.transport(client)
             deliverer = Deliverer(store, sender, project, secrets)
-            return await deliverer.drain(timeout=timeout, ignore_schedule=ignore_schedule)
+            deliverer.free_dead_leases()
+            try:
+                return await deliverer.drain(timeout=timeout, ignore_schedule=ignore_schedule)
+            except asyncio.CancelledError:
+                # attempts cut short may or may not have reached their receiver: the
+                # pushes stay pending, free for the next sender at once (same webhook-id)
+                deliverer.release_leases()
+                return None
 
     try:
-        return asyncio.run(go())
+        stats = asyncio.run(go())
     finally:
         if tracer is not None:
             tracer.close()
+    if stats is None:
+        raise KeyboardInterrupt  # exit 130, "interrupted", as for any command
+    return stats
 
 
 # ---- runs ------------------------------------------------------------------------
@@ -228,7 +252,7 @@ def runs() -> None:
 @guarded
 def list_runs(state: State, as_json: bool, limit: int) -> None:
     """List executions, newest first."""
-    with opened(state) as (_, store):
+    with opened(state, reading=True) as (_, store):
         rows = store.runs(limit)
     if as_json:
         click.echo(dumps(rows))
@@ -250,7 +274,7 @@ def list_runs(state: State, as_json: bool, limit: int) -> None:
 @guarded
 def show_run(state: State, execution_id: str) -> None:
     """Print one execution record as JSON (its push's status up to date)."""
-    with opened(state) as (_, store):
+    with opened(state, reading=True) as (_, store):
         record = store.run(execution_id)
     if record is None:
         raise UsageError(f"no run with execution id '{execution_id}' (see 'runs list')")

@@ -355,6 +355,11 @@ class EgressPolicy:
         kind = classify(ip)
         if kind is not None:
             shown = _shown(ip, text, kind)
+            if named and self.allowlist:  # the rule is on addresses, never on names alone
+                return (
+                    f"{host} is on the allowlist, but resolves to {shown}, "
+                    f"{_article(kind)} {kind} address; allowlist {text} itself to allow it"
+                )
             return f"{shown} is {_article(kind)} {kind} address (not on the allowlist)"
         if named or not self.allowlist:
             return None

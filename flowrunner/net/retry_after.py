@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-MAX_CHARS = 64  # longer than any HTTP date or sensible number of seconds
-_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() takes other digits too
+MAX_CHARS = 64  # longer than any HTTP date (29 characters) is not read as one
+MAX_DIGITS = 10  # more digits of seconds (over 300 years) mean "as late as allowed"
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -21,14 +21,17 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds from ``now`` that a ``Retry-After`` header (seconds or an HTTP date) asks
-    to wait, never negative; None when there is none or it cannot be read (ignored, as
-    browsers do). Never raises, whatever the value."""
+    to wait, never negative; infinity for more than :data:`MAX_DIGITS` digits of seconds
+    (the caller bounds every wait); None when there is none or it cannot be read
+    (ignored, as browsers do). Never raises, whatever the value."""
     value = header(headers, "retry-after")
-    if value is None or len(value) > MAX_CHARS:
+    if value is None:
         return None
     value = value.strip()
-    if _SECONDS.fullmatch(value):
-        return float(int(value))
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: it takes "²"
+        return float(int(value)) if len(value) <= MAX_DIGITS else math.inf
+    if len(value) > MAX_CHARS:
+        return None
     try:
         moment = parsedate_to_datetime(value)
         if moment.tzinfo is None:

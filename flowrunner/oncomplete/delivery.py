@@ -7,7 +7,8 @@ out and the push is taken over. The outcome of each attempt decides what happens
 * 2xx: delivered.
 * no answer (timeout, connection error, refused by the egress policy, HTTP disabled),
   429 or 5xx: retried after ``retry_schedule[attempts - 1]`` seconds ±20 %, never before
-  a ``Retry-After``; once the schedule is spent the push is dead.
+  a ``Retry-After`` (itself never later than the longest wait of the schedule); once
+  the schedule is spent the push is dead.
 * any other status (3xx, 4xx, 410): dead at once.
 * the webhook was removed from the project: dead. A secret is missing: nothing is sent,
   no attempt is counted, the push stays pending (a fix to the environment may come).
@@ -140,6 +141,35 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def dead_local_owners(owners: list[str]) -> list[str]:
+    """The lease owners (``host:pid:random``) of this host whose process is gone.
+
+    Call it before this process claims anything: an owner with this process's pid is
+    counted as gone."""
+    host = socket.gethostname()
+    dead = []
+    for owner in owners:
+        parts = owner.rsplit(":", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        # our own pid: a process before us had it (in a container, each start may get
+        # the same pid); this process has claimed nothing yet when this is asked
+        if pid == os.getpid() or not _alive(pid):
+            dead.append(owner)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Deliverer:
     """Sends the pushes of one store through one HTTP client, by the project's rules."""
 
@@ -165,6 +195,10 @@ class Deliverer:
         # a lease must outlast the slowest attempt, or a second sender could join in
         slowest = max((w.timeout for w in project.webhooks.values()), default=0.0)
         self.lease_seconds = max(project.delivery.lease, slowest + LEASE_MARGIN)
+        # a receiver's Retry-After is honoured up to the longest wait of the schedule; a
+        # stored time later than any wait could reach came from a clock that was ahead
+        self.longest_wait = max(project.delivery.retry_schedule, default=0.0)
+        self.horizon = self.longest_wait * (1 + JITTER)
 
     async def send_now(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """One immediate attempt for each pending push of ``ids`` that no one else holds.
@@ -178,6 +212,7 @@ class Deliverer:
             chunk = ids[start : start + IDS_PER_LEASE]
             rows = self._lease(cutoff, ids=chunk, limit=len(chunk), ignore_schedule=True)
             await self._attempt_all(rows)
+            rows = []  # their payloads are not kept while the states are read
             out.update(self._statuses(chunk))
         return out
 
@@ -200,9 +235,24 @@ class Deliverer:
                 out.update(self._statuses([row.id for row in chunk]))
         return out
 
+    def release_leases(self) -> int:
+        """Give up every lease this sender holds (when it is stopped): those pushes stay
+        pending and another sender may take them at once. Returns how many."""
+        return self.store.release_leases(self.owner)
+
+    def free_dead_leases(self) -> int:
+        """Free the pushes leased by processes of this host that are gone (a run that
+        could not record its attempt, a killed sender), so they need not wait for their
+        lease to run out. Call it before this sender leases anything; how many."""
+        dead = dead_local_owners(self.store.push_lease_owners(now=self.clock()))
+        return sum(self.store.release_leases(owner) for owner in dead)
+
     def _statuses(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        rows = self.store.outbox_rows(ids).values()
-        return {row.id: _status(row, row.status, row.attempts) for row in rows}
+        # the states alone: a payload (up to megabytes) is not read back to report them
+        return {
+            id_: {"webhook": webhook, "webhook_id": id_, "status": status, "attempts": attempts}
+            for id_, (webhook, status, attempts) in self.store.push_states(ids).items()
+        }
 
     async def deliver_due(self, *, ignore_schedule: bool = False) -> DeliveryStats:
         """One pass: attempt once every push due now (every pending one with
@@ -241,10 +291,12 @@ class Deliverer:
         ids: Sequence[str] | None = None,
         ignore_schedule: bool = False,
     ) -> list[OutboxRow]:
+        now = self.clock()
         return self.store.lease(
             self.owner,
-            now=self.clock(),
+            now=now,
             seconds=self.lease_seconds,
+            horizon=now + self.horizon,
             limit=limit,
             ids=ids,
             ignore_schedule=ignore_schedule,
@@ -316,7 +368,7 @@ class Deliverer:
         if verdict.kind == "retry" and attempts <= len(schedule):
             next_at = now + self._wait(attempts - 1)
             if verdict.not_before is not None:
-                next_at = max(next_at, verdict.not_before)
+                next_at = max(next_at, min(verdict.not_before, now + self.longest_wait))
             self.store.mark_retry(row.id, self.owner, now=now, next_attempt_at=next_at, error=error)
             return "retry"
         if verdict.kind == "retry":

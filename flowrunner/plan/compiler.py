@@ -24,7 +24,7 @@ from flowrunner.plan.types import (
     Plan,
 )
 from flowrunner.source import model as m
-from flowrunner.templating import Compiled, suggest
+from flowrunner.templating import Compiled, Variables, format_text, suggest
 
 
 def compile_project(project: m.Project) -> tuple[CompiledProject, list[Diagnostic]]:
@@ -60,9 +60,25 @@ def compile_project(project: m.Project) -> tuple[CompiledProject, list[Diagnosti
             )
             if header is not None:
                 headers[name] = header
+                _check_header_line(hook, name, header, problems)
         if url is not None:
             compiled[hook.name] = CompiledWebhook(webhook=hook, url=url, headers=headers)
     return CompiledProject(project=project, webhooks=compiled), problems.items
+
+
+def _check_header_line(hook: m.Webhook, name: str, header: Compiled, problems: Problems) -> None:
+    """A constant header value with a line break could only fail every request (it is
+    never sent): say so at validation."""
+    if not header.is_constant:
+        return
+    text = format_text(header.render(Variables()))
+    if "\r" in text or "\n" in text:
+        problems.add(
+            hook.path + ("headers", name),
+            "header-injection",
+            f"webhook '{hook.name}': header '{name}' contains a line break (CR or LF); "
+            "a header value must be one line",
+        )
 
 
 def _check_allowlist(project: m.Project, problems: Problems) -> None:

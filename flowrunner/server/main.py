@@ -17,7 +17,6 @@ import asyncio
 import functools
 import os
 import signal
-import socket
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowrunner.errors import FlowrunnerError, InvalidProject
+from flowrunner.oncomplete.delivery import dead_local_owners
 from flowrunner.secrets import Secrets
 from flowrunner.server.flows import Revision, load_revision
 from flowrunner.server.logs import Log
@@ -57,35 +57,6 @@ def check_secrets(revision: Revision, secrets: Secrets) -> None:
     for plan in revision.plans.values():
         for ref in used_secrets(plan):
             secrets.resolve(ref)
-
-
-def dead_local_owners(owners: list[str]) -> list[str]:
-    """The lease owners (``host:pid:random``) of this host whose process is gone.
-
-    Call it before this process claims anything: an owner with this process's pid is
-    counted as gone."""
-    host = socket.gethostname()
-    dead = []
-    for owner in owners:
-        parts = owner.rsplit(":", 2)
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        # our own pid: a process before us had it (in a container, each start may get
-        # the same pid); this process has claimed nothing yet when this is asked
-        if pid == os.getpid() or not _alive(pid):
-            dead.append(owner)
-    return dead
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Server:

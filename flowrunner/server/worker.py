@@ -76,10 +76,10 @@ async def _executor(
     """The executor of every flow of the project, on ``store``, and its push sender."""
     from flowrunner.execution.context import Services
     from flowrunner.net.http import HttpClient
-    from flowrunner.oncomplete.delivery import Deliverer
+    from flowrunner.oncomplete.delivery import Deliverer, dead_local_owners
     from flowrunner.runner import CachedUserKeys, PushBatcher
     from flowrunner.server.flows import load_revision
-    from flowrunner.server.main import check_secrets, dead_local_owners
+    from flowrunner.server.main import check_secrets
     from flowrunner.server.storeio import StoreWriter
 
     revision = load_revision(root)

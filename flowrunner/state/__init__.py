@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 # protocol, say) must not import sqlite3 or a PostgreSQL driver.
 
 
-def open_store(place: StatePlace, secrets: Secrets | None = None) -> StateStore:
+def open_store(
+    place: StatePlace, secrets: Secrets | None = None, *, reading: bool = False
+) -> StateStore:
     """Open (creating and migrating it as needed) the state store at ``place``;
-    ``secrets`` resolve a PostgreSQL password (default: the environment).
+    ``secrets`` resolve a PostgreSQL password (default: the environment). ``reading``:
+    the caller only reads, so a SQLite file it cannot write is opened read-only.
 
     Raises :class:`~flowrunner.errors.StateError` when it is not a usable store, and
     :class:`~flowrunner.errors.SecretError` when its password secret is not set.
@@ -37,7 +40,24 @@ def open_store(place: StatePlace, secrets: Secrets | None = None) -> StateStore:
         return PgStore.open(place, _password(place, secrets))
     from flowrunner.state.sqlite.store import Store
 
-    return Store.open(place)
+    return Store.open_for_reading(place) if reading else Store.open(place)
+
+
+def integrity_problems(
+    place: StatePlace, secrets: Secrets | None = None, limit: int = 20
+) -> list[str]:
+    """The full check of the store at ``place``, reading without writing: its first
+    ``limit`` problems, none when it is sound. For SQLite, the file's integrity check;
+    PostgreSQL checks its own pages, so there it is a schema that this flowrunner
+    cannot use. Raises :class:`~flowrunner.errors.StateError` when it cannot be read."""
+    if isinstance(place, PostgresPlace):
+        status = schema_status(place, secrets)
+        if status.version == status.latest:
+            return []
+        return [f"schema version {status.version} of {status.latest} (run 'flowrunner db migrate')"]
+    from flowrunner.state.sqlite.store import integrity_problems as sqlite_problems
+
+    return sqlite_problems(place, limit)
 
 
 def open_recorder(store: StateStore) -> Recorder:
@@ -110,6 +130,7 @@ __all__ = [
     "SchemaStatus",
     "StateStore",
     "describe",
+    "integrity_problems",
     "migrate",
     "open_recorder",
     "open_store",

@@ -98,8 +98,10 @@ class Outbox(Protocol):
         ids: Sequence[str] | None = None,
         ignore_schedule: bool = False,
         due_by: float | None = None,
+        horizon: float | None = None,
     ) -> list[OutboxRow]:
-        """Claim up to ``limit`` pending pushes for ``owner`` until ``now + seconds``."""
+        """Claim up to ``limit`` pending pushes for ``owner`` until ``now + seconds``;
+        times beyond ``horizon`` (a clock that was ahead wrote them) count as past."""
         ...
 
     def mark_delivered(self, id: str, owner: str, *, now: float) -> bool:
@@ -142,6 +144,19 @@ class Outbox(Protocol):
         """The stored push ``id``, or None."""
         ...
 
+    def push_states(self, ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+        """``(webhook, status, attempts)`` of the stored pushes among ``ids`` (at most
+        500), by id, without reading their payloads."""
+        ...
+
+    def release_leases(self, owner: str) -> int:
+        """End every lease ``owner`` holds on a pending push; returns how many."""
+        ...
+
+    def push_lease_owners(self, *, now: float) -> list[str]:
+        """The owners of the live leases on pending pushes."""
+        ...
+
     def retry(self, id: str, *, now: float | None = None) -> bool:
         """Make a pending or dead push due now; a dead one starts a fresh schedule."""
         ...
@@ -168,6 +183,11 @@ class StateStore(UserKeys, History, Outbox, Protocol):
 
     def integrity_ok(self) -> bool:
         """True when the backend's own check finds the store sound."""
+        ...
+
+    def check_before_use(self) -> None:
+        """Look for damage before a command does anything it cannot take back (a cheap
+        check); raises :class:`~flowrunner.errors.StateError` naming what is damaged."""
         ...
 
 

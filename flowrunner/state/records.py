@@ -13,6 +13,10 @@ from typing import Any
 from flowrunner.jsoncodec import compact
 from flowrunner.times import iso_unix, unix
 
+# seconds the clocks of several senders may disagree; a stored time further ahead than
+# any sender could have written was written by a clock that was wrong
+CLOCK_SLACK = 300.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewPush:

@@ -13,10 +13,16 @@ repeating, replacing, joining, printf and ``str.format`` widths...) are estimate
 allocation never happens. A value made of shared references (``[s] * 1000``) is
 small in memory but large once written out; :func:`measure` counts it written out,
 and is checked before anything turns a container into text.
+
+The clock is only read between calls: one call into C cannot be interrupted. Such calls
+are allowed only when their time is linear in their input: ``str.encode`` and
+``bytes.decode`` take the codecs in :data:`LINEAR_CODECS` only (``punycode`` is
+quadratic, ``idna`` runs punycode), see :func:`check_codec`.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +36,12 @@ RENDER_SECONDS = 1.0  # wall-clock time per render
 
 TOO_LARGE = "template-too-large"
 TOO_SLOW = "template-timeout"
+UNSAFE = "template-unsafe"
+
+# codecs that run in time linear in their input (canonical names, codecs.lookup)
+LINEAR_CODECS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                           "utf-32-le", "utf-32-be", "ascii", "iso8859-1", "cp1252"})  # fmt: skip
+_CODEC_NAME = 40  # characters of a codec name worth looking up
 
 
 class LimitExceeded(Exception):
@@ -188,6 +200,34 @@ def require_measure(value: Any, what: str, limit: int = MAX_VALUE, indent: int =
         require(measure(value, limit, indent), what, limit)
     elif len(value) > limit:
         raise too_large(what, limit)
+
+
+def codec_allowed(name: Any) -> bool:
+    """Whether ``name`` is a codec of :data:`LINEAR_CODECS` (under any of its aliases)."""
+    if not isinstance(name, str) or len(name) > _CODEC_NAME:
+        return False
+    try:
+        return codecs.lookup(name).name in LINEAR_CODECS
+    except LookupError:
+        return False
+
+
+def check_codec(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``encode``/``decode`` (the method ``name``) with a codec whose running time
+    is not linear; raises LimitExceeded (rule ``template-unsafe``)."""
+    codec = _arg(args, kwargs, 0, "encoding")
+    if codec is None or codec_allowed(codec):
+        return
+    shown = codec if isinstance(codec, str) and len(codec) <= _CODEC_NAME else "this codec"
+    raise LimitExceeded(codec_refusal(name, shown), UNSAFE)
+
+
+def codec_refusal(method: str, codec: str) -> str:
+    """The message refusing ``method(codec)``."""
+    return (
+        f"unsafe template: {method}() with the codec '{codec}' is not allowed (its running "
+        "time is not bounded); use utf-8, utf-16, utf-32, ascii, latin-1 or cp1252"
+    )
 
 
 # --- estimates of operations that can amplify ------------------------------------------

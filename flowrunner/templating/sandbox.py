@@ -100,6 +100,7 @@ class _EscapeFormatter(_Formatter, EscapeFormatter):
 _STRING_TYPES = (str, bytes, bytearray)
 _SEQUENCES = (str, bytes, bytearray, list, tuple)
 _READ_ONLY_RECEIVERS = (dict, list, tuple)  # their methods return what they hold
+_CODEC_METHODS = frozenset({"encode", "decode"})
 
 
 class _CodeGenerator(CodeGenerator):
@@ -165,6 +166,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
         receiver = getattr(obj, "__self__", None)
         if isinstance(receiver, _STRING_TYPES) and isinstance(obj, types.BuiltinMethodType):
             what = f"the result of {obj.__name__}()"
+            if obj.__name__ in _CODEC_METHODS:
+                limits.check_codec(obj.__name__, args, kwargs)
             if obj.__name__ == "join" and args:
                 items = list(limits.metered_items(args[0]))
                 limits.require(limits.join_estimate(receiver, items), what)

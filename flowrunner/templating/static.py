@@ -11,6 +11,7 @@ from jinja2 import nodes
 from jinja2.environment import Environment
 from jinja2.exceptions import TemplateSyntaxError
 
+from flowrunner.templating import limits
 from flowrunner.templating.environment import sandbox_environment
 from flowrunner.templating.references import HELPER, JinjaSource, ScanError
 from flowrunner.templating.sandbox import LOOP_ITEMS, SOFT_HELPER
@@ -43,6 +44,8 @@ def check_tree(index: NodeIndex, text: str, source: JinjaSource) -> None:
         if isinstance(key, nodes.Const) and isinstance(key.value, str):
             if key.value.startswith("__"):
                 _refuse_attribute(key.value, text, source)
+    for call in _of(index, nodes.Call):
+        _check_codec(call, text, source)
     for filter_node in _of(index, nodes.Filter):
         if filter_node.name == "attr":
             offset = find_in_source(source, text, r"\|\s*attr\b")
@@ -76,6 +79,21 @@ def meter_loops(index: NodeIndex) -> None:
         line = loop.lineno
         name = nodes.Name(LOOP_ITEMS, "load", lineno=line)
         loop.iter = nodes.Call(name, [loop.iter], [], None, None, lineno=line)
+
+
+def _check_codec(call: nodes.Call, text: str, source: JinjaSource) -> None:
+    """Refuse ``.encode(codec)``/``.decode(codec)`` with a constant codec that the sandbox
+    would refuse when rendering (see :func:`limits.check_codec`)."""
+    method = call.node
+    if not isinstance(method, nodes.Getattr) or method.attr not in ("encode", "decode"):
+        return
+    named = [kw.value for kw in call.kwargs if kw.key == "encoding"]
+    codec = call.args[0] if call.args else (named[0] if named else None)
+    if not isinstance(codec, nodes.Const) or limits.codec_allowed(codec.value):
+        return
+    shown = codec.value if isinstance(codec.value, str) and len(codec.value) <= 40 else "?"
+    offset = find_in_source(source, text, rf"\.\s*{method.attr}\b")
+    raise ScanError(limits.codec_refusal(method.attr, shown), offset, "template-unsafe")
 
 
 def _refuse_attribute(name: str, text: str, source: JinjaSource) -> None:

@@ -7,8 +7,10 @@ line, which runs its own event loop, can be invoked in-process with click's
 * ``canary``: a server that must never be reached. Every test ends by asserting that
   it recorded nothing (``_canary_untouched``).
 * ``server``: an allowed destination; its record is cleared before each test. It
-  answers by path: ``/status/<code>``, ``/redirect?to=<url>``, ``/raw?body=<json>``,
-  ``/deep``, ``/slow`` (3 s), and JSON ``{"status": "ok"}`` for anything else.
+  answers by path: ``/status/<code>`` (``?retry_after=`` adds that header),
+  ``/redirect?to=<url>``, ``/raw?body=<json>``,
+  ``/deep``, ``/slow`` (3 s), ``/echo/<code>`` (the request headers as JSON, with
+  that status), and JSON ``{"status": "ok"}`` for anything else.
 
 ``tls_server`` is an https server with a self-signed certificate; ``fake_dns`` makes
 public-looking names resolve to internal addresses. ``helpers.write_project`` writes a

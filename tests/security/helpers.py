@@ -76,7 +76,9 @@ class Recorder:
         )
         parts = request.path.strip("/").split("/")
         if parts[0] == "status":
-            return web.Response(status=int(parts[1]), text=f"answer {parts[1]}")
+            after = request.query.get("retry_after")
+            headers = None if after is None else {"Retry-After": after}
+            return web.Response(status=int(parts[1]), text=f"answer {parts[1]}", headers=headers)
         if parts[0] == "redirect":
             return web.Response(status=302, headers={"Location": request.query["to"]})
         if parts[0] == "deep":  # JSON nested a hundred thousand levels
@@ -85,6 +87,9 @@ class Recorder:
             return web.Response(text=request.query["body"], content_type="application/json")
         if parts[0] == "slow":
             await asyncio.sleep(3)
+        if parts[0] == "echo":  # a debug endpoint: the request headers back, any status
+            status = int(parts[1]) if len(parts) > 1 else 200
+            return web.json_response({"headers": dict(request.headers)}, status=status)
         return web.json_response({"status": "ok"})
 
 

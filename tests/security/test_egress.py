@@ -106,7 +106,10 @@ def test_allowlisted_name_resolving_to_loopback_is_refused(tmp_path, canary, fak
         project.root, "call", "--call", f"host=crm.example.com:{canary.port}"
     )
     assert_refused(code, record, stderr)
-    assert record["error"]["message"] == "127.0.0.1 is a loopback address (not on the allowlist)"
+    assert record["error"]["message"] == (
+        "crm.example.com is on the allowlist, but resolves to 127.0.0.1, a loopback "
+        "address; allowlist 127.0.0.1 itself to allow it"
+    )
 
 
 def test_redirect_to_the_canary_is_not_followed(tmp_path, server, canary):

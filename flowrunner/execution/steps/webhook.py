@@ -17,6 +17,7 @@ from flowrunner.net import request as wire
 from flowrunner.net import signing
 from flowrunner.net.request import HttpRequest, HttpResponse
 from flowrunner.plan.types import CompiledStep, CompiledWebhook
+from flowrunner.secrets import scrub, scrub_value
 from flowrunner.source import model as m
 from flowrunner.templating import format_text
 
@@ -185,10 +186,15 @@ def apply_answer(
     failure: str | None,
     duration: float,
 ) -> str | None:
-    """Set the outcome keys (and the mapped keys on success); the error reason or None."""
+    """Set the outcome keys (and the mapped keys on success); the error reason or None.
+
+    The answer is scrubbed of every secret this process knows before it becomes a key:
+    a receiver that echoes the request must not put its credentials into records,
+    stored rows or pushed payloads."""
     status_type, reason = _outcome(status, failure)
     flow = ctx.variables.flow
-    raw = _decode(body)
+    answer = _decode(body)
+    raw = None if answer is None else scrub(answer)
     flow["response_status"] = "FAILED" if reason else "SUCCESS"
     flow["response_status_code"] = status
     flow["response_status_type"] = status_type
@@ -197,9 +203,9 @@ def apply_answer(
     flow["response_raw"] = raw
     flow["response_error"] = reason is not None
     if reason is None and step.method is not None and step.method.response:
-        data = _parse_json(raw)
+        data = _parse_json(answer)
         for key, path in step.method.response.items():
-            flow[key] = _lookup(data, path)
+            flow[key] = scrub_value(_lookup(data, path))
     return reason
 
 

@@ -6,12 +6,13 @@ Any worker on any machine may send any due push; a lease (``lease_owner`` until
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from flowrunner.state.postgres.connection import PgConnection, storable
-from flowrunner.state.records import OutboxRow
+from flowrunner.state.records import CLOCK_SLACK, OutboxRow
 
 _ROW_COLUMNS = (
     "id, execution_id, webhook, url, headers, payload, status, attempts, "
@@ -38,6 +39,7 @@ class PgOutbox:
         ids: Sequence[str] | None = None,
         ignore_schedule: bool = False,
         due_by: float | None = None,
+        horizon: float | None = None,
     ) -> list[OutboxRow]:
         """Claim up to ``limit`` pending pushes for ``owner`` until ``now + seconds``.
 
@@ -45,12 +47,19 @@ class PgOutbox:
         is at or before ``due_by`` (default ``now``), or, with ``ignore_schedule``, it
         was not attempted since ``due_by``. ``ids`` restricts the claim to those pushes.
         Rows another sender is claiming at this moment are skipped, not waited for.
+
+        Times written by a clock that was ahead are not believed: a lease ending more
+        than :data:`CLOCK_SLACK` seconds after ``now + seconds``, a next attempt more than
+        that after ``horizon`` (default: never), and with ``ignore_schedule`` a last
+        attempt after ``now``, count as past.
         """
         params: dict[str, Any] = {
             "owner": owner,
             "until": now + seconds,
+            "stale_lease": now + seconds + CLOCK_SLACK,
             "now": now,
             "cutoff": now if due_by is None else due_by,
+            "horizon": math.inf if horizon is None else horizon + CLOCK_SLACK,
             "limit": limit,
             "ids": list(ids or ()),
         }
@@ -130,6 +139,29 @@ class PgOutbox:
         rows = self.db.read(sql, (list(ids),))
         return {row.id: row for row in map(OutboxRow.from_db, rows)}
 
+    def push_lease_owners(self, *, now: float) -> list[str]:
+        """The owners of the live leases on pending pushes."""
+        sql = (
+            "SELECT DISTINCT lease_owner FROM outbox WHERE status = 'pending' "
+            "AND lease_owner IS NOT NULL AND lease_until > %s"
+        )
+        return [row[0] for row in self.db.read(sql, (now,))]
+
+    def push_states(self, ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+        """``(webhook, status, attempts)`` of the stored pushes among ``ids`` (at most
+        500), by id; their payloads are not read."""
+        ids = [i for i in ids if storable(i)]
+        sql = "SELECT id, webhook, status, attempts FROM outbox WHERE id = ANY(%s)"
+        return {row[0]: (row[1], row[2], row[3]) for row in self.db.read(sql, (list(ids),))}
+
+    def release_leases(self, owner: str) -> int:
+        """End every lease ``owner`` holds on a pending push; returns how many."""
+        sql = (
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
+            "WHERE lease_owner = %s AND status = 'pending'"
+        )
+        return self.db.run("release pushes", lambda cur: cur.execute(sql, (owner,)).rowcount)
+
     def outbox_row(self, id: str) -> OutboxRow | None:
         """The stored push ``id``, or None."""
         if not storable(id):
@@ -175,15 +207,16 @@ class PgOutbox:
 def _lease_sql(ignore_schedule: bool, by_id: bool) -> bytes:
     """The claiming statement of :meth:`PgOutbox.lease` (named parameters)."""
     due = (
-        "COALESCE(last_attempt_at, -1) < %(cutoff)s"
+        "(COALESCE(last_attempt_at, -1) < %(cutoff)s OR last_attempt_at > %(now)s)"
         if ignore_schedule
-        else "next_attempt_at <= %(cutoff)s"
+        else "(next_attempt_at <= %(cutoff)s OR next_attempt_at > %(horizon)s)"
     )
     chosen = "id = ANY(%(ids)s) AND status = 'pending'" if by_id else "status = 'pending'"
     return (
         "UPDATE outbox SET lease_owner = %(owner)s, lease_until = %(until)s WHERE id IN ("
         f"SELECT id FROM outbox WHERE {chosen} AND "
-        f"(lease_until IS NULL OR lease_until <= %(now)s) AND {due} "
+        "(lease_until IS NULL OR lease_until <= %(now)s OR lease_until > %(stale_lease)s) "
+        f"AND {due} "
         "ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
         f"RETURNING {_ROW_COLUMNS}"
     ).encode()

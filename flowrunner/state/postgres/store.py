@@ -96,6 +96,10 @@ class PgStore(PgQueue, PgOutbox, PgHistory):
         """True when the server answers and the schema is the one this flowrunner knows."""
         return migrations.current(self.db) == migrations.LATEST
 
+    def check_before_use(self) -> None:
+        """PostgreSQL checks its own pages; what can go wrong here before a side effect
+        is a store of another schema, which :meth:`open` refused already."""
+
     # ---- user keys ---------------------------------------------------------------
 
     def user_keys(self) -> dict[str, Any]:

@@ -28,8 +28,16 @@ def _describe(exc: sqlite3.Error, action: str) -> str:
     if _is_busy(exc):
         return f"cannot {action}: another process kept the state file busy for too long"
     if "not a database" in text or "malformed" in text:
-        return f"not a usable flowrunner state file ({text}); move it away to start a new one"
+        return damaged(text)
     return f"cannot {action} ({text})"
+
+
+def damaged(detail: str) -> str:
+    """What to say about a damaged state file: keep it, it may hold pending pushes."""
+    return (
+        f"not a usable flowrunner state file, damaged ({detail}); 'flowrunner db check' "
+        "lists the damage. Keep a copy before replacing it: it holds the pending pushes"
+    )
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

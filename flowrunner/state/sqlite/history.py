@@ -12,6 +12,8 @@ from flowrunner.state.records import NewPush, Record, push_row, run_row
 from flowrunner.state.sqlite.connection import Connection
 from flowrunner.times import iso_unix
 
+PRUNE_BATCH = 2000  # runs deleted per transaction
+
 
 class HistoryMixin(Connection):
     """The ``runs`` queries of :class:`~flowrunner.state.sqlite.store.Store`."""
@@ -79,22 +81,45 @@ class HistoryMixin(Connection):
         return record
 
     def prune_runs(
-        self, *, older_than: float | None, keep: int | None, now: float | None = None
+        self,
+        *,
+        older_than: float | None,
+        keep: int | None,
+        now: float | None = None,
+        batch: int = PRUNE_BATCH,
     ) -> int:
         """Delete history: runs started more than ``older_than`` seconds ago, and runs
         beyond the newest ``keep``. Returns how many runs were deleted.
 
         Runs whose push is still pending are kept; delivered pushes go with their run;
         dead pushes stay in the outbox (for ``deliveries list --dead`` and ``retry``).
+        Deletes ``batch`` runs per transaction: memory stays flat and other processes
+        wait for the write lock no longer than one batch takes, however much is pruned.
         """
         cutoff = None if older_than is None else (now or time.time()) - older_than
-        with self._write("prune runs") as cur:
-            doomed = cur.execute(_doomed(cutoff, keep), {"cutoff": cutoff, "keep": keep}).fetchall()
-            cur.executemany("DELETE FROM runs WHERE execution_id = ?", doomed)
-            cur.executemany(
-                "DELETE FROM outbox WHERE execution_id = ? AND status = 'delivered'", doomed
-            )
-        return len(doomed)
+        # the newest run beyond the newest `keep`, found once: runs added meanwhile by
+        # other processes are newer, so everything up to it stays beyond
+        boundary = None
+        if keep is not None:
+            rows = self._read(_BOUNDARY, (keep,))
+            boundary = rows[0] if rows else None
+            if boundary is None and cutoff is None:
+                return 0
+        params = {"cutoff": cutoff, "batch": batch}
+        if boundary is not None:
+            params.update({"b_started": boundary[0], "b_rowid": boundary[1]})
+        sql = _doomed(cutoff, boundary is not None) + " LIMIT :batch"
+        deleted = 0
+        while True:
+            with self._write("prune runs") as cur:
+                doomed = cur.execute(sql, params).fetchall()
+                cur.executemany("DELETE FROM runs WHERE execution_id = ?", doomed)
+                cur.executemany(
+                    "DELETE FROM outbox WHERE execution_id = ? AND status = 'delivered'", doomed
+                )
+            deleted += len(doomed)
+            if len(doomed) < batch:
+                return deleted
 
     def records(
         self, *, since: float | None = None, flow: str | None = None
@@ -134,18 +159,23 @@ def _insert_rows(cur: sqlite3.Cursor, head: str, row: str, rows: Sequence[tuple[
         cur.execute(head + ", ".join([row] * len(chunk)), [v for r in chunk for v in r])
 
 
-def _doomed(cutoff: float | None, keep: int | None) -> str:
-    """The query of runs that retention may delete (never those with a pending push)."""
+_BOUNDARY = (
+    "SELECT started_at, rowid FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1 OFFSET ?"
+)
+
+
+def _doomed(cutoff: float | None, beyond_keep: bool) -> str:
+    """The query of runs that retention may delete (never those with a pending push),
+    oldest first, through the index on ``started_at``."""
     reasons = []
     if cutoff is not None:
         reasons.append("r.started_at < :cutoff")
-    if keep is not None:
+    if beyond_keep:
         reasons.append(
-            "r.execution_id NOT IN (SELECT execution_id FROM runs "
-            "ORDER BY started_at DESC, rowid DESC LIMIT :keep)"
+            "r.started_at < :b_started OR (r.started_at = :b_started AND r.rowid <= :b_rowid)"
         )
     return (
         f"SELECT r.execution_id FROM runs r WHERE ({' OR '.join(reasons) or '0'}) "
         "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.execution_id = r.execution_id "
-        "AND o.status = 'pending')"
+        "AND o.status = 'pending') ORDER BY r.started_at"
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from flowrunner.state.records import OutboxRow
+from flowrunner.state.records import CLOCK_SLACK, OutboxRow
 from flowrunner.state.sqlite.connection import Connection
 
 _ROW_COLUMNS = (
@@ -28,6 +29,7 @@ class OutboxMixin(Connection):
         ids: Sequence[str] | None = None,
         ignore_schedule: bool = False,
         due_by: float | None = None,
+        horizon: float | None = None,
     ) -> list[OutboxRow]:
         """Claim up to ``limit`` pending pushes for ``owner`` until ``now + seconds``.
 
@@ -35,12 +37,19 @@ class OutboxMixin(Connection):
         is at or before ``due_by`` (default ``now``), or, with ``ignore_schedule``, it
         was not attempted since ``due_by``. ``ids`` restricts the claim to those pushes.
         One ``UPDATE ... RETURNING`` statement: two senders never claim the same push.
+
+        Times written by a clock that was ahead are not believed: a lease ending more
+        than :data:`CLOCK_SLACK` seconds after ``now + seconds``, a next attempt more than
+        that after ``horizon`` (default: never), and with ``ignore_schedule`` a last
+        attempt after ``now``, count as past.
         """
         params: dict[str, Any] = {
             "owner": owner,
             "until": now + seconds,
+            "stale_lease": now + seconds + CLOCK_SLACK,
             "now": now,
             "cutoff": now if due_by is None else due_by,
+            "horizon": math.inf if horizon is None else horizon + CLOCK_SLACK,
             "limit": limit,
         }
         params.update({f"id{i}": value for i, value in enumerate(ids or ())})
@@ -133,6 +142,31 @@ class OutboxMixin(Connection):
         rows = self._read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks})", tuple(ids))
         return {row.id: row for row in map(OutboxRow.from_db, rows)}
 
+    def release_leases(self, owner: str) -> int:
+        """End every lease ``owner`` holds on a pending push; returns how many."""
+        with self._write("release pushes") as cur:
+            cur.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
+                "WHERE lease_owner = ? AND status = 'pending'",
+                (owner,),
+            )
+            return cur.rowcount
+
+    def push_lease_owners(self, *, now: float) -> list[str]:
+        """The owners of the live leases on pending pushes."""
+        sql = (
+            "SELECT DISTINCT lease_owner FROM outbox WHERE status = 'pending' "
+            "AND lease_owner IS NOT NULL AND lease_until > ?"
+        )
+        return [row[0] for row in self._read(sql, (now,))]
+
+    def push_states(self, ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+        """``(webhook, status, attempts)`` of the stored pushes among ``ids`` (at most
+        500), by id; their payloads are not read."""
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT id, webhook, status, attempts FROM outbox WHERE id IN ({marks})"
+        return {row[0]: (row[1], row[2], row[3]) for row in self._read(sql, tuple(ids))}
+
     def outbox_row(self, id: str) -> OutboxRow | None:
         """The stored push ``id``, or None."""
         rows = self._read(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (id,))
@@ -182,9 +216,9 @@ _RETRY = (
 def _lease_sql(ignore_schedule: bool, id_count: int | None) -> str:
     """The claiming statement of :meth:`Store.lease` (named parameters)."""
     due = (
-        "COALESCE(last_attempt_at, -1) < :cutoff"
+        "(COALESCE(last_attempt_at, -1) < :cutoff OR last_attempt_at > :now)"
         if ignore_schedule
-        else ("next_attempt_at <= :cutoff")
+        else "(next_attempt_at <= :cutoff OR next_attempt_at > :horizon)"
     )
     if id_count is None:
         chosen = "status = 'pending'"
@@ -196,6 +230,7 @@ def _lease_sql(ignore_schedule: bool, id_count: int | None) -> str:
     return (
         "UPDATE outbox SET lease_owner = :owner, lease_until = :until WHERE id IN ("
         f"SELECT id FROM outbox WHERE {chosen} AND "
-        f"(lease_until IS NULL OR lease_until <= :now) AND {due} "
+        f"(lease_until IS NULL OR lease_until <= :now OR lease_until > :stale_lease) "
+        f"AND {due} "
         f"ORDER BY next_attempt_at LIMIT :limit) RETURNING {_ROW_COLUMNS}"
     )

@@ -8,6 +8,7 @@ The outbox, the execution history and the execution queue come from
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 from flowrunner.errors import StateError
 from flowrunner.state.records import dump_value
-from flowrunner.state.sqlite.connection import BUSY_TIMEOUT_MS
+from flowrunner.state.sqlite.connection import BUSY_TIMEOUT_MS, damaged
 from flowrunner.state.sqlite.history import HistoryMixin
 from flowrunner.state.sqlite.outbox import OutboxMixin
 from flowrunner.state.sqlite.queue import QUEUE_SCHEMA, QueueMixin
@@ -70,7 +71,7 @@ def stored_user_keys(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = read_only_connection(path)
         try:
             rows = conn.execute("SELECT name, value FROM user_keys").fetchall()
         finally:
@@ -78,6 +79,55 @@ def stored_user_keys(path: Path) -> dict[str, Any]:
         return {name: json.loads(value) for name, value in rows}
     except (sqlite3.Error, ValueError) as exc:
         raise StateError(f"{path}: cannot read the user keys ({exc})") from None
+
+
+def read_only_connection(path: Path) -> sqlite3.Connection:
+    """A connection for reading ``path`` (the caller writes nothing through it).
+
+    Where neither the file nor its folder can be written (a read-only mount, another
+    user's folder), SQLite cannot create the shared-memory file a WAL reader needs
+    unless a writer already has: the file is then opened read-only, or failing that
+    read as immutable, which is right as long as nobody writes it, and nobody can.
+    Raises sqlite3.Error when the file cannot be read."""
+    if _writable(path):  # a plain connection leaves no -wal/-shm files behind
+        return sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+    except BaseException:
+        conn.close()
+        raise
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+
+
+def integrity_problems(path: Path, limit: int = 20) -> list[str]:
+    """SQLite's full integrity check of the file at ``path`` (read without writing):
+    its first ``limit`` problems, none when the file is sound. A file that is not a
+    database at all is one problem. Raises StateError when it cannot be read."""
+    try:
+        conn = read_only_connection(path)
+    except sqlite3.OperationalError as exc:
+        raise StateError(f"{path}: cannot open the state file ({exc})") from None
+    except sqlite3.DatabaseError as exc:  # not a database at all
+        return [str(exc)]
+    try:
+        rows = conn.execute(f"PRAGMA integrity_check({int(limit)})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    return [] if rows == [("ok",)] else [str(row[0]) for row in rows]
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+QUICK_CHECK_BYTES = 16 << 20  # files checked whole before a command's side effects
 
 
 class Store(OutboxMixin, HistoryMixin, QueueMixin):
@@ -105,6 +155,28 @@ class Store(OutboxMixin, HistoryMixin, QueueMixin):
         except StateError:
             conn.close()
             raise
+        return store
+
+    @classmethod
+    def open_for_reading(cls, path: Path) -> Store:
+        """Like :meth:`open`, and where the file or its folder cannot be written, a
+        read-only store instead (its writing methods then raise StateError).
+
+        Raises :class:`StateError` when the file cannot be read."""
+        try:
+            return cls.open(path)
+        except StateError:
+            if not path.exists() or _writable(path):
+                raise
+        try:
+            conn = read_only_connection(path)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the state file ({exc})") from None
+        store = cls(path, conn)
+        version = store._read("PRAGMA user_version")[0][0]
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise StateError(f"{path}: read-only, and of schema {version} (not {SCHEMA_VERSION})")
         return store
 
     def _setup(self) -> None:
@@ -144,6 +216,24 @@ class Store(OutboxMixin, HistoryMixin, QueueMixin):
         """True when SQLite's quick check finds the file sound."""
         rows = self._read("PRAGMA quick_check")
         return len(rows) == 1 and rows[0][0] == "ok"
+
+    def check_before_use(self) -> None:
+        """Look for damage before a command does anything it cannot take back.
+
+        A file up to :data:`QUICK_CHECK_BYTES` gets SQLite's whole quick check (about
+        2 ms per MiB); a larger one the check of its user keys and schema only, the
+        full check being ``flowrunner db check``. Raises StateError naming what is
+        damaged."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        sql = "PRAGMA quick_check" if size <= QUICK_CHECK_BYTES else "PRAGMA quick_check(user_keys)"
+        with self._translate("check the state file"):
+            rows = self._conn.execute(sql).fetchmany(3)
+        if rows != [("ok",)]:
+            found = "; ".join(str(row[0]) for row in rows)
+            raise StateError(f"{self.path}: {damaged(found)}")
 
     # ---- user keys ---------------------------------------------------------------
 

@@ -1,0 +1,53 @@
+"""A budget of bytes shared by the executions of a batch, so that memory stays bounded
+by the concurrency and the size caps, however large each record is.
+
+An execution whose record is large holds a share of :class:`ByteBudget` while its copies
+exist (the encoded record, the stored text, the push payload); others wait for room.
+One execution larger than the whole budget still runs, alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from flowrunner.templating import limits
+
+ESCAPED = 6  # bytes JSON may write for one character (``\\u0001``)
+COPIES = 5  # copies of a record alive while it is encoded, stored and pushed
+LARGE = 256 << 10  # estimated bytes from which an execution holds a share
+FINISHING_BYTES = 128 << 20  # the budget of a batch (one process)
+
+
+class ByteBudget:
+    """``total`` bytes handed out in shares; :meth:`hold` waits for room."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        """Hold ``size`` bytes (at most the whole budget) for the body of the block."""
+        size = min(size, self.total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= size)
+            self.free -= size
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += size
+                self._changed.notify_all()
+
+
+def record_cost(values: Any) -> int:
+    """The bytes a record holding ``values`` may take while it is finished: its text,
+    written out with the worst JSON escaping, times the copies made of it; 0 for a
+    small record (not worth counting)."""
+    chars = limits.measure(values, FINISHING_BYTES)
+    cost = chars * ESCAPED * COPIES
+    return cost if cost >= LARGE else 0
