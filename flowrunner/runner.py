@@ -253,7 +253,7 @@ class Runner:
             return await self._run(inputs)
         with self._span(inputs) as span:
             record = await self._run(inputs)
-            _end_span(span, record)
+            end_span(span, record)
             return record
 
     async def _run(self, inputs: Inputs) -> ExecutionRecord:
@@ -276,7 +276,7 @@ class Runner:
             return await self._run_encoded(inputs)
         with self._span(inputs) as span:
             record, encoded = await self._run_encoded(inputs)
-            _end_span(span, record)
+            end_span(span, record)
             return record, encoded
 
     def _span(self, inputs: Inputs) -> AbstractContextManager[Span]:
@@ -392,7 +392,8 @@ def build_push(
     )
 
 
-def _end_span(span: Span, record: ExecutionRecord) -> None:
+def end_span(span: Span, record: ExecutionRecord) -> None:
+    """Mark the span of an execution with its outcome."""
     attributes: dict[str, str] = {"flowrunner.status": record.status}
     push = record.on_complete
     if push is not None:

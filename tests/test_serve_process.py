@@ -268,3 +268,50 @@ async def test_kill_9_right_after_the_202s_loses_nothing(
         assert len(store.runs(limit=0)) == len(accepted)  # one record per execution
     finally:
         store.close()
+
+
+async def test_an_incoming_traceparent_is_continued(
+    tmp_path: Path, receiver: Receiver, aiohttp_server: Any
+) -> None:
+    """With OTLP export on, the execution a traced caller asked for joins the caller's
+    trace: its spans reach the collector under that trace id, and the webhook call it
+    makes carries a traceparent of the same trace."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    spans: list[tuple[str, str]] = []  # (trace id, span name)
+
+    async def collect(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        for resource in message.resource_spans:
+            for scope in resource.scope_spans:
+                spans.extend((s.trace_id.hex(), s.name) for s in scope.spans)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    collector = await aiohttp_server(app)
+    root = project(tmp_path, receiver, {"lookup": LOOKUP})
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = str(collector.make_url("")).rstrip("/")
+    try:
+        running = await serve(root)
+    finally:
+        del os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    headers = {**AUTH, "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{running.url}/v1/flows/lookup/executions", json={"calls": [{}]}, headers=headers
+        ) as resp:
+            assert resp.status == 202, await resp.text()
+        await running.wait_for("execution")
+    running.proc.send_signal(signal.SIGTERM)
+    assert await running.exit_code() == 0
+    sent = receiver.hits("/crm")
+    assert len(sent) == 1
+    assert sent[0].headers["traceparent"].split("-")[1] == trace_id
+    assert (trace_id, "execution lookup") in spans
+    assert {name for tid, name in spans if tid == trace_id} >= {"execution lookup", "step ask"}

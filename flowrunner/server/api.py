@@ -18,6 +18,7 @@ from flowrunner.server.openapi import document
 from flowrunner.server.problems import Problem
 from flowrunner.server.storeio import StoreWriter
 from flowrunner.times import iso_unix as iso
+from flowrunner.tracing import valid_traceparent
 
 MAX_RETRY_AFTER = 60  # seconds
 WAITING_TTL = 0.05  # seconds a count of the waiting executions is used for
@@ -105,7 +106,10 @@ class Api:
         if key is not None:
             self._inflight.add(key)
         try:
-            done = await self.writer.enqueue(app.new_request(flow, calls, key, print_))
+            # a caller's trace goes on through the executions it asked for
+            traceparent = valid_traceparent(request.headers.get("traceparent"))
+            queued = app.new_request(flow, calls, key, print_, traceparent)
+            done = await self.writer.enqueue(queued)
         finally:
             if key is not None:
                 self._inflight.discard(key)

@@ -144,14 +144,23 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def new_request(flow: str, calls: list[dict[str, Any]], key: str | None, print_: str) -> NewRequest:
-    """The request to queue for ``calls``, with its answer (ids made here)."""
+def new_request(
+    flow: str,
+    calls: list[dict[str, Any]],
+    key: str | None,
+    print_: str,
+    traceparent: str | None = None,
+) -> NewRequest:
+    """The request to queue for ``calls``, with its answer (ids made here); each
+    execution's trace continues ``traceparent`` when the caller sent one."""
     request_id = time_ordered_id()
     queued = []
     listed = []
     for call in calls:
         execution_id = time_ordered_id()
         inputs = {k: call[k] for k in ("call", "keys", "user_keys")}
+        if traceparent is not None:
+            inputs["traceparent"] = traceparent
         queued.append(QueuedCall(execution_id=execution_id, inputs=inputs))
         entry = {"execution_id": execution_id}
         if "client-identifier" in call:

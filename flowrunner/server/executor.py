@@ -22,8 +22,9 @@ from typing import Any
 from flowrunner.errors import StateError
 from flowrunner.execution.context import Inputs, Services
 from flowrunner.execution.engine import Engine
+from flowrunner.execution.record import ExecutionRecord
 from flowrunner.jsoncodec import dumps
-from flowrunner.runner import build_push
+from flowrunner.runner import build_push, end_span
 from flowrunner.server.flows import Revision
 from flowrunner.server.storeio import StoreWriter
 from flowrunner.state.queue_values import Claimed
@@ -181,6 +182,18 @@ class Executor:
             except StateError as exc:
                 self.on_error(f"cannot renew the leases: {exc}")
 
+    async def _run(self, engine: Engine, inputs: Inputs) -> ExecutionRecord:
+        """One execution, in a span of its own when tracing is on."""
+        tracer = self.services.tracer
+        if tracer is None:
+            return await engine.execute(inputs)
+        assert inputs.execution_id is not None  # the queue gave it
+        flow = engine.plan.flow.name
+        with tracer.execution(inputs.execution_id, flow, inputs.traceparent) as span:
+            outcome = await engine.execute(inputs)
+            end_span(span, outcome)
+            return outcome
+
     async def _execute(self, row: Claimed) -> None:
         started = time.monotonic()
         engine = self._engines.get(row.flow)
@@ -190,7 +203,7 @@ class Executor:
             data = record
         else:
             try:
-                outcome = await engine.execute(_inputs(row))
+                outcome = await self._run(engine, _inputs(row))
                 plan = engine.plan
                 if plan.on_complete is not None:
                     users = self.services.users.user_keys()
@@ -246,6 +259,7 @@ def _inputs(row: Claimed) -> Inputs:
         keys=dict(row.inputs.get("keys") or {}),
         user_keys=dict(row.inputs.get("user_keys") or {}),
         execution_id=row.execution_id,
+        traceparent=row.inputs.get("traceparent"),
     )
 
 

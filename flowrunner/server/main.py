@@ -83,13 +83,14 @@ class Server:
 
     async def _open(self, stack: AsyncExitStack, revision: Revision, tokens: Tokens) -> None:
         from flowrunner.execution.context import Services
-        from flowrunner.net.http import HttpClient
+        from flowrunner.net.transport import open_client
         from flowrunner.oncomplete.delivery import Deliverer, default_owner
         from flowrunner.runner import CachedUserKeys, PushBatcher
         from flowrunner.server.api import Api
         from flowrunner.server.executor import Executor
         from flowrunner.server.storeio import StoreWriter
         from flowrunner.state import open_store
+        from flowrunner.tracing import open_tracer
 
         project = revision.project
         self.store: Any = open_store(project.state, self.secrets)
@@ -98,15 +99,22 @@ class Server:
         store.seed_user_keys(project.user_keys)
         self._recover(store, revision)
         client = await stack.enter_async_context(
-            HttpClient(project.http, limit=self.options.concurrency)
+            open_client(project.http, limit=self.options.concurrency)
         )
+        tracer = open_tracer(None)  # from the OTEL_* environment; None when it asks for none
+        if tracer is not None:
+            stack.callback(tracer.close)
+        # the traced transport keeps the client's connection limit, all the sender reads
+        sender: Any = client if tracer is None else tracer.transport(client)
         self.owner = default_owner()
-        self.deliverer = Deliverer(store, client, project, self.secrets, owner=self.owner)
+        self.deliverer = Deliverer(store, sender, project, self.secrets, owner=self.owner)
         pushes = PushBatcher(self.deliverer)
         stack.push_async_callback(pushes.aclose)
         self.writer = writer = StoreWriter(project.state, self.secrets)
         stack.push_async_callback(writer.aclose)
-        services = Services(client=client, secrets=self.secrets, users=CachedUserKeys(store))
+        services = Services(
+            client=sender, secrets=self.secrets, users=CachedUserKeys(store), tracer=tracer
+        )
         self.executor = Executor(
             writer, services, revision, owner=self.owner,
             concurrency=self.options.concurrency, pushes=pushes, lease=project.workers.lease,

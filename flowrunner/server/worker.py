@@ -75,12 +75,13 @@ async def _executor(
 ) -> tuple[Executor, Any]:
     """The executor of every flow of the project, on ``store``, and its push sender."""
     from flowrunner.execution.context import Services
-    from flowrunner.net.http import HttpClient
+    from flowrunner.net.transport import open_client
     from flowrunner.oncomplete.delivery import Deliverer, dead_local_owners
     from flowrunner.runner import CachedUserKeys, PushBatcher
     from flowrunner.server.flows import load_revision
     from flowrunner.server.main import check_secrets
     from flowrunner.server.storeio import StoreWriter
+    from flowrunner.tracing import open_tracer
 
     revision = load_revision(root)
     check_secrets(revision, secrets)  # a missing secret stops the worker before it claims
@@ -89,13 +90,17 @@ async def _executor(
     store.seed_user_keys(project.user_keys)
     # executions held by dead processes of this machine wait no longer for their lease
     store.requeue(now=time.time(), dead_owners=dead_local_owners(store.lease_owners()))
-    client = await stack.enter_async_context(HttpClient(project.http, limit=opts["concurrency"]))
-    deliverer = Deliverer(store, client, project, secrets, owner=opts["owner"])
+    client = await stack.enter_async_context(open_client(project.http, limit=opts["concurrency"]))
+    tracer = open_tracer(None)  # from the OTEL_* environment; None when it asks for none
+    if tracer is not None:
+        stack.callback(tracer.close)
+    sender: Any = client if tracer is None else tracer.transport(client)
+    deliverer = Deliverer(store, sender, project, secrets, owner=opts["owner"])
     pushes = PushBatcher(deliverer)
     stack.push_async_callback(pushes.aclose)
     writer = StoreWriter(project.state, secrets)
     stack.push_async_callback(writer.aclose)
-    services = Services(client=client, secrets=secrets, users=CachedUserKeys(store))
+    services = Services(client=sender, secrets=secrets, users=CachedUserKeys(store), tracer=tracer)
     executor = Executor(
         writer, services, revision, owner=opts["owner"], concurrency=opts["concurrency"],
         pushes=pushes, on_end=counts.count, on_error=say, lease=project.workers.lease,
