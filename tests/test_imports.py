@@ -46,6 +46,19 @@ def test_help_and_version_load_no_heavy_library(args):
     assert loaded(*args) == (0, [])
 
 
+def test_help_loads_nothing_of_flowrunner_but_the_command_line():
+    # an option's choices (--transport, --format) are read at import: their modules
+    # must not pull in the model, the secrets or the request types
+    probe = PROBE.replace("{heavy!r}", "sorted(sys.modules)")
+    out = subprocess.run(
+        [sys.executable, "-c", probe, "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    _, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    ours = [m for m in modules if m.startswith("flowrunner.")]
+    assert all(m.startswith(("flowrunner.cli", "flowrunner.net")) for m in ours), ours
+    assert "flowrunner.net.request" not in ours
+
+
 def test_validate_of_a_sound_flow_loads_only_the_loader_and_the_templates():
     assert loaded("validate", "flows/order-status.yaml") == (0, ["jinja2", "yaml"])
 

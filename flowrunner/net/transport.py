@@ -24,9 +24,8 @@ import importlib.util
 import os
 from typing import TYPE_CHECKING, Protocol
 
-from flowrunner.net.request import HttpRequest, HttpResponse
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the --transport option reads this module: --help must stay light
+    from flowrunner.net.request import HttpRequest, HttpResponse
     from flowrunner.source.model import HttpPolicy
 
 
