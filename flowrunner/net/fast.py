@@ -99,23 +99,25 @@ class FastClient:
         """Send request and return the answer, or the failure, with its duration."""
         start = time.perf_counter()
         if not self.policy.enabled:
-            return _failure("disabled", "HTTP is disabled (http.enabled: false)", start)
+            return HttpResponse.failed("disabled", "HTTP is disabled (http.enabled: false)", start)
         target = self._target(request.url)
         if not isinstance(target, _Target):
-            return _failure(target[0], target[1], start)
+            return HttpResponse.failed(target[0], target[1], start)
         deadline = asyncio.get_running_loop().time() + max(request.timeout, 0.001)
         try:
             status, headers, body = await self._exchange(target, request, deadline)
         except TimeoutError:
-            return _failure("timeout", f"no answer within {request.timeout:g} s", start)
+            return HttpResponse.failed("timeout", f"no answer within {request.timeout:g} s", start)
         except _Refused as exc:
-            return _failure("refused", str(exc), start)
+            return HttpResponse.failed("refused", str(exc), start)
         except ExchangeError as exc:
-            return _failure("connection", str(exc), start)
+            return HttpResponse.failed("connection", str(exc), start)
         except ValueError:
-            return _failure("connection", INVALID_REQUEST, start)
+            return HttpResponse.failed("connection", INVALID_REQUEST, start)
         except OSError as exc:
-            return _failure("connection", f"connection error ({describe_os_error(exc)})", start)
+            return HttpResponse.failed(
+                "connection", f"connection error ({describe_os_error(exc)})", start
+            )
         view = CIMultiDictProxy(CIMultiDict(headers))
         duration = time.perf_counter() - start
         if body is None:
@@ -289,18 +291,3 @@ def _connect_error(exc: Exception | None) -> str:
     if isinstance(exc, OSError):
         return f"cannot connect ({describe_os_error(exc)})"
     return "cannot connect"
-
-
-def _failure(kind: FailureKind, message: str, start: float) -> HttpResponse:
-    duration = time.perf_counter() - start
-    return HttpResponse(
-        status=None,
-        body=None,
-        headers=_NO_HEADERS,
-        duration=duration,
-        failure=kind,
-        message=message,
-    )
-
-
-_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())

@@ -18,8 +18,6 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Mapping
-from types import MappingProxyType
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -29,7 +27,6 @@ from flowrunner.net.egress import EgressPolicy
 from flowrunner.net.request import MAX_BODY, USER_AGENT, FailureKind, HttpRequest, HttpResponse
 from flowrunner.source.model import HttpPolicy
 
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _NO_CONTENT_TYPE = ("Content-Type",)
 _CACHE_SIZE = 1024  # distinct (scheme, host) decisions kept before starting over
 
@@ -90,21 +87,21 @@ class HttpClient:
         """Send request and return the answer, or the failure, with its duration."""
         start = time.perf_counter()
         if not self.policy.enabled:
-            return _failure("disabled", "HTTP is disabled (http.enabled: false)", start)
+            return HttpResponse.failed("disabled", "HTTP is disabled (http.enabled: false)", start)
         try:
             url = URL(request.url)
         except (ValueError, TypeError):
-            return _failure("connection", "invalid URL", start)
+            return HttpResponse.failed("connection", "invalid URL", start)
         refusal = self._check_target(url)
         if refusal is not None:
-            return _failure("refused", refusal, start)
+            return HttpResponse.failed("refused", refusal, start)
         try:
             return await self._exchange(url, request, start)
         except _Refused as exc:
-            return _failure("refused", str(exc), start)
+            return HttpResponse.failed("refused", str(exc), start)
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
             kind, message = _describe(exc, request.timeout)
-            return _failure(kind, message, start)
+            return HttpResponse.failed(kind, message, start)
 
     def _check_target(self, url: URL) -> str | None:
         """The egress verdict on the URL before resolution, cached per scheme and host."""
@@ -192,18 +189,6 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
             return None
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _failure(kind: FailureKind, message: str, start: float) -> HttpResponse:
-    duration = time.perf_counter() - start
-    return HttpResponse(
-        status=None,
-        body=None,
-        headers=_NO_HEADERS,
-        duration=duration,
-        failure=kind,
-        message=message,
-    )
 
 
 def _describe(exc: Exception, timeout: float) -> tuple[FailureKind, str]:

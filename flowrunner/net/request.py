@@ -5,8 +5,10 @@ requests (auth headers, flattening, form bodies). Nothing here sends anything: a
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -19,6 +21,7 @@ USER_AGENT = f"flowrunner/{__version__}"
 MAX_BODY = 1 << 20  # bytes of an answer's body, counted after decompression
 
 FailureKind = Literal["timeout", "connection", "refused", "too_large", "disabled"]
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +49,18 @@ class HttpResponse:
     duration: float  # seconds
     failure: FailureKind | None = None
     message: str = ""  # why it failed, for people; never holds a secret
+
+    @classmethod
+    def failed(cls, kind: FailureKind, message: str, start: float) -> HttpResponse:
+        """No answer, for ``kind``, after what passed since ``start`` (perf_counter)."""
+        return cls(
+            status=None,
+            body=None,
+            headers=_NO_HEADERS,
+            duration=time.perf_counter() - start,
+            failure=kind,
+            message=message,
+        )
 
 
 def auth_headers(webhook: m.Webhook, secrets: Secrets) -> dict[str, str]:

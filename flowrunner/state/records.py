@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncio import Future
 
 from flowrunner.jsoncodec import compact
 from flowrunner.times import iso_unix, unix
@@ -177,3 +180,14 @@ class SchemaStatus:
             ],
             "pending": [{"version": v, "name": n} for v, n in self.pending],
         }
+
+
+def settle(batch: Sequence[tuple[Item, Future[None]]], errors: Sequence[Exception | None]) -> None:
+    """Wake the callers of one group commit: each with its own error, or done."""
+    for (_, future), error in zip(batch, errors, strict=True):
+        if future.done():
+            continue  # the caller was cancelled; its record is stored anyway
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

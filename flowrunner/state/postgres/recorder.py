@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flowrunner.errors import StateError
 from flowrunner.state.postgres.store import PgStore
-from flowrunner.state.records import Item, NewPush, Record
+from flowrunner.state.records import Item, NewPush, Record, settle
 
 
 class PgRecorder:
@@ -70,7 +70,7 @@ class PgRecorder:
                 errors = await loop.run_in_executor(self._executor, self._commit, items)
             except Exception as exc:  # the worker itself failed: every caller hears of it
                 errors = [exc] * len(batch)
-            _settle(batch, errors)
+            settle(batch, errors)
 
     def _commit(self, items: list[Item]) -> list[Exception | None]:  # in the worker thread
         store = self._thread_store()
@@ -95,13 +95,3 @@ class PgRecorder:
         if self._store is not None:
             self._store.close()
             self._store = None
-
-
-def _settle(batch: list[tuple[Item, asyncio.Future[None]]], errors: list[Exception | None]) -> None:
-    for (_, future), error in zip(batch, errors, strict=True):
-        if future.done():
-            continue  # the caller was cancelled; its record is stored anyway
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)

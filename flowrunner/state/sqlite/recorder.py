@@ -6,7 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from flowrunner.errors import StateError
-from flowrunner.state.records import Item, NewPush, Record
+from flowrunner.state.records import Item, NewPush, Record, settle
 from flowrunner.state.sqlite.store import Store
 
 
@@ -74,13 +74,13 @@ class AsyncRecorder:
                 errors = await loop.run_in_executor(self._executor, self._commit, items)
             except Exception as exc:  # the worker itself failed: every caller hears of it
                 errors = [exc] * len(batch)
-            _settle(batch, errors)
+            settle(batch, errors)
 
     def _commit_light(self) -> None:
         batch, self._light = self._light, []
         if not batch:
             return
-        _settle(batch, self._commit_on(self._main, [item for item, _ in batch]))
+        settle(batch, self._commit_on(self._main, [item for item, _ in batch]))
 
     def _commit(self, items: list[Item]) -> list[Exception | None]:
         if self._store is None:
@@ -110,13 +110,3 @@ class AsyncRecorder:
         if self._store is not None:
             self._store.close()
             self._store = None
-
-
-def _settle(batch: list[tuple[Item, asyncio.Future[None]]], errors: list[Exception | None]) -> None:
-    for (_, future), error in zip(batch, errors, strict=True):
-        if future.done():
-            continue  # the caller was cancelled; its record is stored anyway
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
