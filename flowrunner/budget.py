@@ -9,7 +9,7 @@ One execution larger than the whole budget still runs, alone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,10 +44,39 @@ class ByteBudget:
                 self._changed.notify_all()
 
 
-def record_cost(values: Any) -> int:
-    """The bytes a record holding ``values`` may take while it is finished: its text,
-    written out with the worst JSON escaping, times the copies made of it; 0 for a
-    small record (not worth counting)."""
-    chars = limits.measure(values, FINISHING_BYTES)
-    cost = chars * ESCAPED * COPIES
+SMALL_CHARS = LARGE // (ESCAPED * COPIES)  # fewer characters: a record not worth counting
+
+
+def record_cost(mappings: tuple[Mapping[str, Any], ...]) -> int:
+    """The bytes a record holding ``mappings`` (its flow keys and call) may take while
+    it is finished: its text, written out with the worst JSON escaping, times the copies
+    made of it; 0 for a small record (not worth counting).
+
+    Most records are small and flat: a first pass over their top level, with an upper
+    bound for each scalar, settles those without walking anything; only a record that
+    may be large is measured whole."""
+    if _upper_bound(mappings) < SMALL_CHARS:
+        return 0
+    cost = limits.measure(mappings, FINISHING_BYTES) * ESCAPED * COPIES
     return cost if cost >= LARGE else 0
+
+
+def _upper_bound(mappings: tuple[Mapping[str, Any], ...]) -> int:
+    """At least what :func:`flowrunner.templating.limits.measure` counts; stops early."""
+    chars = 1 + len(mappings)
+    for mapping in mappings:
+        chars += len(mapping)
+        for key, value in mapping.items():
+            chars += len(key)
+            kind = type(value)
+            if kind is str:
+                chars += len(value)
+            elif kind is int:
+                chars += value.bit_length() // 3 + 1
+            elif kind is float or kind is bool or value is None:
+                chars += 1
+            else:
+                chars += limits.measure(value, SMALL_CHARS)
+            if chars >= SMALL_CHARS:
+                return chars
+    return chars
