@@ -2,96 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-
-from flowrunner.errors import StateError
 from flowrunner.state.postgres.store import PgStore
-from flowrunner.state.records import Item, NewPush, Record, settle
+from flowrunner.state.recorder import ThreadRecorder
 
 
-class PgRecorder:
-    """Records execution ends from asyncio code, in group commits.
-
-    Every end queues for one worker thread with its own connection, which commits
-    everything that queued while its previous commit ran in one transaction: one
-    round trip and one WAL flush for many executions, and the event loop never waits
-    for the server. Each caller resumes only after the commit holding its record; one
-    bad item (a duplicate id) fails alone, its neighbours are committed one by one.
-    """
+class PgRecorder(ThreadRecorder):
+    """Records execution ends in group commits (:class:`ThreadRecorder`): every end goes
+    to the worker thread, on a connection of its own to the same database, so one round
+    trip and one WAL flush serve many executions."""
 
     def __init__(self, store: PgStore, *, max_batch: int = 2000) -> None:
-        self.commits = 0  # transactions committed, for tests and benchmarks
-        self._main = store
-        self._max_batch = max_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowrunner-pg")
-        self._store: PgStore | None = None  # opened, used and closed in the worker thread
-        self._queue: list[tuple[Item, asyncio.Future[None]]] = []
-        self._pump: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> PgRecorder:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def record_end(self, record: Record, push: NewPush | None) -> None:
-        """Like :meth:`PgStore.record_end`; returns once the record is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.append(((record, push), future))
-        if self._pump is None or self._pump.done():
-            self._pump = loop.create_task(self._run())
-        await future
-
-    def _thread_store(self) -> PgStore:  # in the worker thread
-        if self._store is None:
-            self._store = self._main.sibling()
-        return self._store
-
-    def _write(self, store: PgStore, items: list[Item]) -> None:
-        store.record_ends(items)
-
-    async def aclose(self) -> None:
-        """Wait for queued records, then close the worker's connection and thread."""
-        if self._pump is not None:
-            await self._pump
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_store)
-        self._executor.shutdown(wait=True)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: len(batch)]
-            items = [item for item, _ in batch]
-            try:
-                errors = await loop.run_in_executor(self._executor, self._commit, items)
-            except Exception as exc:  # the worker itself failed: every caller hears of it
-                errors = [exc] * len(batch)
-            settle(batch, errors)
-
-    def _commit(self, items: list[Item]) -> list[Exception | None]:  # in the worker thread
-        store = self._thread_store()
-        try:
-            self._write(store, items)
-            self.commits += 1
-            return [None] * len(items)
-        except StateError as exc:
-            if len(items) == 1:
-                return [exc]
-        return [self._commit_one(store, item) for item in items]
-
-    def _commit_one(self, store: PgStore, item: Item) -> Exception | None:
-        try:
-            self._write(store, [item])
-        except StateError as exc:
-            return exc
-        self.commits += 1
-        return None
-
-    def _close_store(self) -> None:  # in the worker thread
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        super().__init__(store.sibling, thread_name="flowrunner-pg", max_batch=max_batch)

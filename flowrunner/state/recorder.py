@@ -1,0 +1,100 @@
+"""Group commit of execution ends from asyncio code, in one worker thread, for any store.
+
+Every end queued while the thread's previous commit ran is committed in one transaction
+(one fsync or WAL flush for many executions) on the thread's own connection, so the
+event loop never waits for the disk or the server. Each caller resumes only after the
+commit holding its record; one bad item (a duplicate id) fails alone, its neighbours are
+committed one by one. The backends subclass :class:`ThreadRecorder` with how the thread
+opens its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Self
+
+from flowrunner.errors import StateError
+from flowrunner.state.protocol import StateStore
+from flowrunner.state.records import Item, NewPush, Record, settle
+
+
+class ThreadRecorder:
+    """Records execution ends in group commits on a store the worker thread opens with
+    ``open_store`` (and closes)."""
+
+    def __init__(
+        self, open_store: Callable[[], StateStore], *, thread_name: str, max_batch: int = 2000
+    ) -> None:
+        self.commits = 0  # transactions committed, for tests and benchmarks
+        self._open_store = open_store
+        self._max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._store: StateStore | None = None  # opened, used and closed in the worker thread
+        self._queue: list[tuple[Item, asyncio.Future[None]]] = []
+        self._pump: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def record_end(self, record: Record, push: NewPush | None) -> None:
+        """Like the store's ``record_end``; returns once the record is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.append(((record, push), future))
+        if self._pump is None or self._pump.done():
+            self._pump = loop.create_task(self._run())
+        await future
+
+    async def aclose(self) -> None:
+        """Wait for queued records, then close the worker's connection and thread."""
+        if self._pump is not None:
+            await self._pump
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_store)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: len(batch)]
+            items = [item for item, _ in batch]
+            try:
+                errors = await loop.run_in_executor(self._executor, self._commit, items)
+            except Exception as exc:  # the worker itself failed: every caller hears of it
+                errors = [exc] * len(batch)
+            settle(batch, errors)
+
+    def _commit(self, items: list[Item]) -> list[Exception | None]:  # in the worker thread
+        if self._store is None:
+            self._store = self._open_store()
+        return self._commit_on(self._store, items)
+
+    def _commit_on(self, store: StateStore, items: list[Item]) -> list[Exception | None]:
+        try:
+            store.record_ends(items)
+            self.commits += 1
+            return [None] * len(items)
+        except StateError as exc:
+            if len(items) == 1:
+                return [exc]
+        # one bad item must not fail its neighbours: commit them one by one
+        return [self._commit_one(store, item) for item in items]
+
+    def _commit_one(self, store: StateStore, item: Item) -> Exception | None:
+        try:
+            store.record_ends([item])
+        except StateError as exc:
+            return exc
+        self.commits += 1
+        return None
+
+    def _close_store(self) -> None:  # in the worker thread
+        if self._store is not None:
+            self._store.close()
+            self._store = None
