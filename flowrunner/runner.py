@@ -286,8 +286,19 @@ class Runner:
         flow = self.plan.flow.name
         return self.tracer.execution(inputs.execution_id, flow, inputs.traceparent)
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether a batch may start its next execution while this one's end is still
+        being recorded (:meth:`finish_encoded`): only when nothing else hangs on the end,
+        no push to send and no span to close."""
+        return self.push_to is None and self.tracer is None
+
     async def _run_encoded(self, inputs: Inputs) -> tuple[ExecutionRecord, bytes]:
-        record = await self.engine.execute(inputs)
+        return await self.finish_encoded(await self.engine.execute(inputs))
+
+    async def finish_encoded(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bytes]:
+        """The second half of :meth:`run_encoded`: record the end of an execution that
+        ran (with its push), and encode its record."""
         cost = record_cost((record.keys, record.call))
         if not cost:
             return await self._finish_encoded(record)

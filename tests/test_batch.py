@@ -316,6 +316,40 @@ async def test_exit_0_and_1(tmp_path: Path, sink: tuple[Sink, int]) -> None:
     assert "2 executions: 1 completed, 1 failed, 0 invalid, 0 pushes pending;" in bad.stderr
 
 
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+@pytest.mark.parametrize("push", [False, True], ids=["no-push", "push"])
+async def test_an_end_the_store_refuses_gets_a_state_error_record(
+    tmp_path: Path, sink: tuple[Sink, int], concurrency: str, push: bool
+) -> None:
+    """The state file refuses one execution's record (a trigger raises, as a full disk
+    would fail the insert): that line's record says STATE_ERROR, the neighbours of its
+    group commit are recorded, and every record is written in input order, whether the
+    end is recorded while the worker runs its next execution (no push) or not."""
+    state, port = sink
+    root = project(tmp_path, port)
+    assert (await flowrunner(root, "--events", "-", stdin=b"")).code == 0  # makes the file
+    with sqlite3.connect(tmp_path / ".flowrunner" / "state.db") as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON runs WHEN NEW.record LIKE '%+666%' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    data = b"".join(event(f"+{i}") for i in range(660, 672))
+    extra = [] if push else ["--no-on-complete"]
+    done = await flowrunner(root, "--events", "-", "--concurrency", concurrency, *extra, stdin=data)
+
+    assert done.code == 1, done.stderr
+    assert [r["line"] for r in done.records] == list(range(1, 13))
+    failed = [r for r in done.records if r["status"] == "FAILED"]
+    assert [(r["line"], r["error"]["reason"]) for r in failed] == [(7, "STATE_ERROR")]
+    assert "refused by the test" in failed[0]["error"]["message"]
+    stored = sqlite3.connect(tmp_path / ".flowrunner" / "state.db").execute(
+        "SELECT count(*) FROM runs"
+    )
+    assert stored.fetchone()[0] == 11
+    assert state.requests == 12
+    assert state.pushes == (11 if push else 0)
+
+
 @WORKERS
 async def test_pushes_delivered_or_pending(
     tmp_path: Path, sink: tuple[Sink, int], workers: str

@@ -256,6 +256,7 @@ class Batch(Ordered):
         self.concurrency = concurrency
         self.worker = worker
         self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
+        self._finishing: set[asyncio.Task[None]] = set()
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
@@ -272,6 +273,8 @@ class Batch(Ordered):
         self._start_reading(self.fd, skip_bom=not self.worker)
         try:
             results = await asyncio.gather(self._dispatcher, *self._workers, return_exceptions=True)
+            while self._finishing:  # the ends still being recorded
+                await asyncio.wait(self._finishing)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -302,7 +305,7 @@ class Batch(Ordered):
         self._timers["grace"] = loop.call_later(GRACE, self._cancel_workers)
 
     def _cancel_workers(self) -> None:
-        for worker in self._workers:
+        for worker in [*self._workers, *self._finishing]:
             worker.cancel()
 
     # ---- reading and dispatching ------------------------------------------------------
@@ -329,43 +332,64 @@ class Batch(Ordered):
     # ---- executing ------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        run = self.runner.run_encoded
-        counts = self.outcome.counts
-        stats = self.stats
+        runner = self.runner
+        # the end of an execution is recorded while the worker runs its next one, when
+        # nothing (a push, a span) waits on it; the window still bounds what is in flight
+        pipelined, execute = runner.pipelined, runner.engine.execute
+        loop = asyncio.get_running_loop()
         while True:
             self._idle()
             if (item := await self._work.get()) is None:
                 break
             number, inputs = item
             try:
-                record, encoded = await run(inputs)
-                # the record's JSON object, with "line" first: {"line":n,"execution_id":...}
-                line = b'{"line":%d,%s\n' % (number, encoded[1:])
+                if pipelined:
+                    finish = self._finish_execution(number, inputs, await execute(inputs))
+                    task = loop.create_task(finish)
+                    self._finishing.add(task)
+                    task.add_done_callback(self._finishing.discard)
+                else:  # no record outlives this line while the worker runs the next
+                    self._done(number, *await runner.run_encoded(inputs))
             except asyncio.CancelledError:
                 self._interrupted(number, inputs.execution_id)
                 return
             except Exception as exc:  # the batch goes on; the record says what happened
-                counts.failed += 1
-                crashed = _crashed(number, inputs, exc)
-                if stats is not None:
-                    stats.add_record(crashed)
-                self._finish(number, dumps_line(crashed))
-                continue
-            if stats is not None:
-                count_record(stats, record)
+                self._crashed(number, inputs, exc)
 
-            del encoded  # not kept alive while this worker runs its next execution
-            if record.status == "COMPLETED":
-                counts.completed += 1
-            else:
-                counts.failed += 1
-            push = record.on_complete["status"] if record.on_complete is not None else None
-            del record
-            if push == "pending":
-                counts.pending += 1
-            elif push == "dead":
-                counts.dead += 1
-            self._finish(number, line)
+    async def _finish_execution(self, number: int, inputs: Inputs, record: ExecutionRecord) -> None:
+        """Record the end of an execution that ran, then write its record."""
+        try:
+            self._done(number, *await self.runner.finish_encoded(record))
+        except asyncio.CancelledError:
+            self._interrupted(number, inputs.execution_id)
+        except Exception as exc:
+            self._crashed(number, inputs, exc)
+        self._idle()
+
+    def _crashed(self, number: int, inputs: Inputs, exc: Exception) -> None:
+        self.outcome.counts.failed += 1
+        crashed = _crashed(number, inputs, exc)
+        if self.stats is not None:
+            self.stats.add_record(crashed)
+        self._finish(number, dumps_line(crashed))
+
+    def _done(self, number: int, record: ExecutionRecord, encoded: bytes) -> None:
+        """Count and write one execution's record (``encoded``: its compact JSON)."""
+        # the record's JSON object, with "line" first: {"line":n,"execution_id":...}
+        line = b'{"line":%d,%s\n' % (number, encoded[1:])
+        if self.stats is not None:
+            count_record(self.stats, record)
+        counts = self.outcome.counts
+        if record.status == "COMPLETED":
+            counts.completed += 1
+        else:
+            counts.failed += 1
+        push = record.on_complete["status"] if record.on_complete is not None else None
+        if push == "pending":
+            counts.pending += 1
+        elif push == "dead":
+            counts.dead += 1
+        self._finish(number, line)
 
     def _idle(self) -> None:
         """Called when no line waits for a slot: a worker writes what it has."""
