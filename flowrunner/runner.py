@@ -149,8 +149,12 @@ class PushBatcher:
                     future.set_exception(exc)
             return
         for push_id, (_, future) in batch.items():
-            if not future.done():
+            if future.done():
+                continue
+            if push_id in status:
                 future.set_result(status[push_id])
+            else:  # never leave a caller waiting: its push is pending, for a drain
+                future.set_exception(StateError(f"push {push_id} is missing from the outbox"))
 
 
 class Runner:
@@ -230,9 +234,14 @@ class Runner:
         )
         if self.tracer is not None:
             self.client = self.tracer.transport(self.client)
-        self.deliverer = Deliverer(self.store, self.client, self.project, self.secrets)
         if self.group_commit:
             self.recorder = await self._stack.enter_async_context(open_recorder(self.store))
+        # with a recorder, pushes are marked delivered on its thread, between its commits
+        marker = self.recorder.mark_delivered if self.recorder is not None else None
+        self.deliverer = Deliverer(
+            self.store, self.client, self.project, self.secrets, mark_delivered=marker
+        )
+        if self.group_commit:
             self.pushes = PushBatcher(self.deliverer)
             self._stack.push_async_callback(self.pushes.aclose)
         return CachedUserKeys(self.store)

@@ -4,11 +4,13 @@ and signature (checked by an independent Standard Webhooks verifier), the record
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,8 +26,10 @@ from conftest import (
 )
 
 from flowrunner import __version__
+from flowrunner.errors import StateError
 from flowrunner.execution.record import ExecutionRecord
 from flowrunner.oncomplete.payload import build_payload, call_details, key_value
+from flowrunner.runner import PushBatcher
 from flowrunner.source.schema import payload_errors
 
 SECRET = "whsec_" + base64.b64encode(b"the sink's signing key").decode()
@@ -328,3 +332,20 @@ def test_payload_errors_reports_a_bad_payload() -> None:
     payload["flowStatus"] = "DONE"
     del payload["keys"]
     assert payload_errors(payload) != []
+
+
+async def test_a_push_batcher_never_leaves_a_caller_waiting() -> None:
+    """Statuses that lack a push of the lot (its row gone from the outbox) fail that
+    push's caller with a StateError, which the run reports as pending, instead of
+    leaving it waiting forever; the others get their status."""
+
+    class LosesTheSecond:
+        async def send_leased(self, pushes: list[Any]) -> dict[str, dict[str, Any]]:
+            return {pushes[0].id: {"status": "delivered"}}
+
+    batcher = PushBatcher(LosesTheSecond())  # type: ignore[arg-type]
+    sends = (batcher.send(SimpleNamespace(id="a")), batcher.send(SimpleNamespace(id="b")))
+    first, second = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 5)
+    assert first == {"status": "delivered"}
+    assert isinstance(second, StateError)
+    assert "push b is missing" in str(second)

@@ -205,6 +205,11 @@ class Recorder(Protocol):
         """Store one end; returns once it is committed."""
         ...
 
+    async def mark_delivered(self, ids: Sequence[str], owner: str, now: float) -> int:
+        """``mark_delivered_many`` on the recorder's own connection, between its commits
+        (never waiting for their write lock); how many pushes it marked."""
+        ...
+
     async def aclose(self) -> None:
         """Commit what is queued and stop."""
         ...

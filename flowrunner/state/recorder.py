@@ -11,7 +11,7 @@ opens its store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Self
 
@@ -50,6 +50,12 @@ class ThreadRecorder:
             self._pump = loop.create_task(self._run())
         await future
 
+    async def mark_delivered(self, ids: Sequence[str], owner: str, now: float) -> int:
+        """The store's ``mark_delivered_many``, run by the worker thread between its
+        commits: on its own connection, it never waits for their write lock."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._mark, list(ids), owner, now)
+
     async def aclose(self) -> None:
         """Wait for queued records, then close the worker's connection and thread."""
         if self._pump is not None:
@@ -74,6 +80,11 @@ class ThreadRecorder:
         if self._store is None:
             self._store = self._open_store()
         return self._commit_on(self._store, items)
+
+    def _mark(self, ids: list[str], owner: str, now: float) -> int:  # in the worker thread
+        if self._store is None:
+            self._store = self._open_store()
+        return self._store.mark_delivered_many(ids, owner, now=now)
 
     def _commit_on(self, store: StateStore, items: list[Item]) -> list[Exception | None]:
         try:
