@@ -63,6 +63,14 @@ def test_validate_of_a_sound_flow_loads_only_the_loader_and_the_templates():
     assert loaded("validate", "flows/order-status.yaml") == (0, ["jinja2", "yaml"])
 
 
+def test_a_dry_run_loads_no_event_loop_and_no_store_without_a_state_file(tmp_path):
+    # nothing to wait on and nothing stored: no asyncio, no sqlite3, no state package
+    args = ["--state", str(tmp_path / "none.db"), "run", "order-status", "--dry-run"]
+    code, heavy = loaded(*args, "--call", "cli=+15551234567", "--call", "did=+15557654321")
+    assert (code, heavy) == (0, ["jinja2", "yaml"])
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_validate_of_a_broken_flow_explains_it_with_jsonschema(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("flow: broken\nsteps: 3\n", encoding="utf-8")
