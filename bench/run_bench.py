@@ -13,7 +13,8 @@ What it measures (bench/README.md says why and how to read it):
 * Operation-only executions in process (Engine, no HTTP) against plain Python doing the
   same dict work.
 * Peak RSS of a 10,000- and a 100,000-event batch, and their ratio.
-* Cold start of ``flowrunner run FLOW --dry-run`` against ``python -c pass``.
+* Cold start of ``flowrunner run FLOW --dry-run`` against ``python -c pass``: CPU time
+  (user + system), as bench/cold_start.py measures it; the goal is 150 ms.
 
 Timed comparisons are interleaved (A B A B ...) and reported as medians.
 """
@@ -445,13 +446,16 @@ def memory(root: Path, small: int, large: int, *extra: str) -> list[Row]:
     ]
 
 
+COLD_START_GOAL_MS = 150  # CPU of a dry run's process, as in bench/cold_start.py
+
+
 def cold_start(root: Path, reps: int) -> list[Row]:
     def timed(args: list[str]) -> Callable[[], float]:
         def once() -> float:
-            code, err, seconds, _ = run_child(args, root)
+            code, err, _, _, cpu = run_child_cpu(args, root)
             if code != 0:
                 raise SystemExit(f"{' '.join(args)} failed ({code}):\n{err}")
-            return seconds
+            return cpu
 
         return once
 
@@ -464,10 +468,11 @@ def cold_start(root: Path, reps: int) -> list[Row]:
         b.append(python())
     return [
         Row(
-            "cold start: run FLOW --dry-run",
+            "cold start: run FLOW --dry-run (CPU)",
             f"{median(a) * 1000:.0f} ms",
             f"{median(b) * 1000:.0f} ms python -c pass",
             median(a) / median(b),
+            f"<= {COLD_START_GOAL_MS} ms",
         )
     ]
 

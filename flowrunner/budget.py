@@ -8,12 +8,14 @@ One execution larger than the whole budget still runs, alone.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowrunner.templating import limits
+
+if TYPE_CHECKING:
+    import asyncio
 
 ESCAPED = 6  # bytes JSON may write for one character (``\\u0001``)
 COPIES = 5  # copies of a record alive while it is encoded, stored and pushed
@@ -27,21 +29,26 @@ class ByteBudget:
     def __init__(self, total: int) -> None:
         self.total = total
         self.free = total
-        self._changed = asyncio.Condition()
+        self._changed: asyncio.Condition | None = None  # made on first use: a dry run has no loop
 
     @asynccontextmanager
     async def hold(self, size: int) -> AsyncIterator[None]:
         """Hold ``size`` bytes (at most the whole budget) for the body of the block."""
         size = min(size, self.total)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= size)
+        if self._changed is None:
+            import asyncio
+
+            self._changed = asyncio.Condition()
+        changed = self._changed
+        async with changed:
+            await changed.wait_for(lambda: self.free >= size)
             self.free -= size
         try:
             yield
         finally:
-            async with self._changed:
+            async with changed:
                 self.free += size
-                self._changed.notify_all()
+                changed.notify_all()
 
 
 SMALL_CHARS = LARGE // (ESCAPED * COPIES)  # fewer characters: a record not worth counting

@@ -10,7 +10,6 @@ while the previous one committed, off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -34,12 +33,14 @@ from flowrunner.oncomplete import payload as oncomplete
 from flowrunner.plan.types import CompiledWebhook, Plan
 from flowrunner.secrets import Secrets
 from flowrunner.source import model as m
-from flowrunner.state.protocol import UserKeys
 from flowrunner.templating import Variables, format_text
 from flowrunner.times import iso
 
 if TYPE_CHECKING:  # the sender imports the HTTP layer: only when a run sends
+    import asyncio
+
     from flowrunner.oncomplete.delivery import Deliverer
+    from flowrunner.state.protocol import UserKeys
 
 REFRESH = 0.1  # seconds a cached user key may lag behind another process's write
 
@@ -117,6 +118,8 @@ class PushBatcher:
 
     async def send(self, push: Any) -> dict[str, Any]:
         """One attempt at ``push`` (a recorded, leased NewPush); its on-complete status."""
+        import asyncio  # here: a dry run has no event loop, and never pushes
+
         loop = asyncio.get_running_loop()
         if not self._waiting:
             loop.call_soon(self._flush)
@@ -126,17 +129,23 @@ class PushBatcher:
 
     async def aclose(self) -> None:
         """Cancel the sends still running; their pushes stay pending in the outbox."""
+        import asyncio
+
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _flush(self) -> None:
+        import asyncio
+
         batch, self._waiting = self._waiting, {}
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]]) -> None:
+        import asyncio
+
         try:
             status = await self._deliverer.send_leased([push for push, _ in batch.values()])
         except asyncio.CancelledError:
@@ -201,12 +210,7 @@ class Runner:
         users: UserKeyStore
         if self.dry_run:
             # what a real run would read (seeds, then the stored values), never written
-            from flowrunner.state import read_user_keys
-
-            # a masked (dry-run) secret is no password: read it from the environment
-            secrets = None if self.secrets.masked else self.secrets
-            stored = read_user_keys(self.project.state, secrets)
-            users = MemoryUserKeys({**self.project.user_keys, **stored})
+            users = MemoryUserKeys({**self.project.user_keys, **self._stored_user_keys()})
         else:
             users = await self._open_state()
         services = Services(
@@ -218,6 +222,15 @@ class Runner:
         )
         self.engine = Engine(self.plan, services)
         return self
+
+    def _stored_user_keys(self) -> dict[str, Any]:
+        place = self.project.state
+        if not isinstance(place, m.PostgresPlace) and not place.exists():
+            return {}  # no state file yet: the store (and sqlite3) is not even imported
+        from flowrunner.state import read_user_keys
+
+        # a masked (dry-run) secret is no password: read it from the environment
+        return read_user_keys(place, None if self.secrets.masked else self.secrets)
 
     async def _open_state(self) -> UserKeyStore:
         from flowrunner.net.transport import open_client

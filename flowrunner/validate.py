@@ -26,10 +26,8 @@ STDIN = "-"
 
 def _targets(paths: list[str], root: Path) -> list[Path | str]:
     """The files to check, in order; ``-`` stays as is."""
-    from flowrunner.testing.suite import test_files
-
     if not paths:
-        return [root / PROJECT_FILE, *flow_files(root / FLOWS_DIR), *test_files(root)]
+        return [root / PROJECT_FILE, *flow_files(root / FLOWS_DIR), *_test_files(root)]
     out: list[Path | str] = []
     for raw in paths:
         if raw == STDIN:
@@ -38,12 +36,19 @@ def _targets(paths: list[str], root: Path) -> list[Path | str]:
         path = Path(raw)
         if path.is_dir():
             out.extend(flow_files(path))
-            out.extend(test_files(path))
+            out.extend(_test_files(path))
         elif path.is_file():
             out.append(path)
         else:
             raise UsageError(f"{raw}: {_not_a_file(path)}")
     return out
+
+
+def _test_files(folder: Path) -> list[Path]:
+    # here: validating files named one by one never needs the test-file checker
+    from flowrunner.testing.suite import test_files
+
+    return list(test_files(folder))
 
 
 def _not_a_file(path: Path) -> str:

@@ -57,10 +57,32 @@ def test_help_loads_nothing_of_flowrunner_but_the_command_line():
     ours = [m for m in modules if m.startswith("flowrunner.")]
     assert all(m.startswith(("flowrunner.cli", "flowrunner.net")) for m in ours), ours
     assert "flowrunner.net.request" not in ours
+    # the commands are listed from LazyGroup.lazy: none of their modules is compiled
+    assert not {"flowrunner.cli.authoring", "flowrunner.cli.serve"} & set(ours), ours
 
 
 def test_validate_of_a_sound_flow_loads_only_the_loader_and_the_templates():
     assert loaded("validate", "flows/order-status.yaml") == (0, ["jinja2", "yaml"])
+
+
+def test_validate_of_named_files_loads_no_test_checker_and_no_difflib():
+    probe = PROBE.replace("{heavy!r}", "sorted(sys.modules)")
+    args = ["validate", "flows/order-status.yaml"]
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True
+    )
+    code, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert code == 0
+    assert not [m for m in modules if m.startswith("flowrunner.testing")]
+    assert "difflib" not in modules  # only a problem needs a suggestion
+
+
+def test_a_dry_run_loads_no_event_loop_and_no_store_without_a_state_file(tmp_path):
+    # nothing to wait on and nothing stored: no asyncio, no sqlite3, no state package
+    args = ["--state", str(tmp_path / "none.db"), "run", "order-status", "--dry-run"]
+    code, heavy = loaded(*args, "--call", "cli=+15551234567", "--call", "did=+15557654321")
+    assert (code, heavy) == (0, ["jinja2", "yaml"])
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_validate_of_a_broken_flow_explains_it_with_jsonschema(tmp_path):

@@ -304,3 +304,22 @@ def test_events_do_not_mix_with_single_run_options(tmp_path: Path) -> None:
         2,
         "flowrunner: --output applies to --events only",
     )
+
+
+def test_settle_runs_a_coroutine_that_waits_in_an_event_loop():
+    import asyncio
+
+    from flowrunner.cli.run import settle
+
+    starts = []
+
+    async def waits() -> int:
+        starts.append(1)
+        await asyncio.sleep(0)
+        return 7
+
+    async def never_waits() -> int:
+        return 8
+
+    assert settle(never_waits) == 8
+    assert settle(waits) == 7 and len(starts) == 2  # closed, then run again in a loop

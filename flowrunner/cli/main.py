@@ -15,10 +15,8 @@ from typing import Any
 import click
 
 from flowrunner import __version__
-from flowrunner.cli.authoring import graph_command, init_command, test_command
 from flowrunner.cli.common import EXIT_OK, EXIT_PROBLEMS, State, guarded, transport_option
 from flowrunner.cli.report import FORMATS
-from flowrunner.cli.serve import serve as serve_command
 
 MAX_WORKERS = 256
 
@@ -48,6 +46,22 @@ class LazyGroup(click.Group):
         "worker": (
             "flowrunner.cli.queue:worker",
             "Run queued executions of the shared store, and send due pushes, until stopped.",
+        ),
+        "serve": (
+            "flowrunner.cli.serve:serve",
+            "Serve the trigger API: executions over HTTP, queued durably, run in the background.",
+        ),
+        "test": (
+            "flowrunner.cli.authoring:test_command",
+            "Run flow tests (*.test.yaml files or folders; default: every one of the project).",
+        ),
+        "init": (
+            "flowrunner.cli.authoring:init_command",
+            "Write a working flow repository into FOLDER (default: the working directory).",
+        ),
+        "graph": (
+            "flowrunner.cli.authoring:graph_command",
+            "Print a diagram of FLOW (a flow name of the project, or a path).",
         ),
     }
 
@@ -384,9 +398,3 @@ def webhooks_check(
     ok, message = check_webhook(state.project, name, secrets_file, transport)
     click.echo(message)
     sys.exit(EXIT_OK if ok else EXIT_PROBLEMS)
-
-
-main.add_command(serve_command)
-main.add_command(test_command)
-main.add_command(init_command)
-main.add_command(graph_command)

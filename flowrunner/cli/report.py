@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,8 @@ def text(diags: Sequence[Diagnostic]) -> str:
 
 def as_json(diags: Sequence[Diagnostic]) -> str:
     """A JSON list of ``{file, line, column, severity, rule, message}``."""
+    import json  # here: --help reads FORMATS
+
     return json.dumps([d.as_dict() for d in diags], indent=2, ensure_ascii=False)
 
 
@@ -58,6 +59,8 @@ FORMATS = tuple(RENDERERS)  # the choices of --format
 
 
 def _value(value: object) -> str:
+    import json
+
     return json.dumps(value, ensure_ascii=False, default=str)
 
 

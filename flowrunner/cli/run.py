@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -23,6 +23,8 @@ from flowrunner.tracing import open_tracer
 
 if TYPE_CHECKING:
     from flowrunner.batch.local import Outcome
+
+T = TypeVar("T")
 
 
 def make_secrets(secrets_file: Path | None, *, masked: bool = False) -> Secrets:
@@ -84,7 +86,7 @@ def run_once(
             return await run_recorded(runner, inputs, record_to)
 
     try:
-        record = asyncio.run(go())
+        record = settle(go) if dry_run and tracer is None else _in_loop(go)
     finally:
         if tracer is not None:
             tracer.close()
@@ -101,6 +103,27 @@ def run_once(
             err=True,
         )
     return code
+
+
+def settle(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """The result of the coroutine ``make()``, run without an event loop when it never
+    waits (a dry run: no store to open, no request, no timer), which spares importing
+    asyncio. Should it wait after all, it is closed and run again from the start in a
+    loop: a dry run writes nothing, so running it twice changes nothing."""
+    coro = make()
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    return _in_loop(make)
+
+
+def _in_loop(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    import asyncio
+
+    return asyncio.run(make())
 
 
 def run_batch(**options: Any) -> int:
@@ -138,6 +161,8 @@ def batch_run(
     Exit 130 when interrupted, else 1 if an execution failed or a line was invalid (or
     the input or output failed), else 75 if a push is still pending, else 0.
     """
+    import asyncio
+
     from flowrunner.batch.local import WINDOW_FACTOR, Output, loop_factory, run_events, tune_gc
     from flowrunner.batch.progress import ProgressBar, summary_line
     from flowrunner.batch.stats import BatchStats, Timeline, summary_lines

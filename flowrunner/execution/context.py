@@ -173,6 +173,8 @@ class Context:
 
 @dataclass(slots=True, kw_only=True)
 class StepResult:
+    """What a step handler returns: its trace and, if it failed, why."""
+
     trace: StepTrace
     failure: StepFailure | None = None
     fatal: bool = False  # True: ends the execution even when the step has on_failure

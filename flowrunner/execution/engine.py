@@ -7,7 +7,6 @@ Step kinds are handled by the functions in :data:`HANDLERS`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -138,9 +137,8 @@ class Engine:
             return _failed(step, began, "TEMPLATE_ERROR", where + exc.bare_message)
         except SecretError as exc:
             return _failed(step, began, "SECRET_MISSING", str(exc))
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
         except Exception as exc:  # one bad value must not crash a whole batch
+            # (cancellation, Ctrl-C and exit are BaseExceptions: they pass through)
             message = f"the step could not run ({type(exc).__name__})"
             return _failed(step, began, "STEP_ERROR", message)
 

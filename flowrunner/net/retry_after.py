@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 MAX_CHARS = 64  # longer than any HTTP date (29 characters) is not read as one
 MAX_DIGITS = 10  # more digits of seconds (over 300 years) mean "as late as allowed"
@@ -32,6 +31,8 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
         return float(int(value)) if len(value) <= MAX_DIGITS else math.inf
     if len(value) > MAX_CHARS:
         return None
+    from email.utils import parsedate_to_datetime  # here: only an HTTP date needs it
+
     try:
         moment = parsedate_to_datetime(value)
         if moment.tzinfo is None:

@@ -13,6 +13,8 @@ END = -1  # jump target meaning "the execution ends here"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompiledWebhook:
+    """A webhook with its URL and headers compiled."""
+
     webhook: m.Webhook
     url: Compiled
     headers: dict[str, Compiled | m.SecretRef]
@@ -20,12 +22,16 @@ class CompiledWebhook:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompiledProject:
+    """The project with its webhooks compiled."""
+
     project: m.Project
     webhooks: dict[str, CompiledWebhook]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompiledAssignment:
+    """One assignment of an assign step, its value compiled."""
+
     target: str  # as written in the flow (the key under `set`)
     scope: str  # "flow" or "user"
     name: str
@@ -34,6 +40,8 @@ class CompiledAssignment:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompiledStep:
+    """One step ready to run: its templates compiled and its jumps resolved."""
+
     step: m.Step
     index: int
     when: Compiled | None
@@ -48,6 +56,8 @@ class CompiledStep:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
+    """One flow ready to run against its project."""
+
     flow: m.Flow
     project: CompiledProject
     steps: tuple[CompiledStep, ...]

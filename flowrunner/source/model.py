@@ -45,17 +45,23 @@ StatePlace = Path | PostgresPlace  # a SQLite file, or a PostgreSQL server
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NoAuth:
+    """No ``auth:``: requests go without credentials."""
+
     pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BasicAuth:
+    """``auth: basic``: a username and a password secret."""
+
     username: str
     password: SecretRef
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BearerAuth:
+    """``auth: bearer``: a token secret sent as ``Authorization: Bearer``."""
+
     token: SecretRef
 
 
@@ -64,6 +70,8 @@ Auth = NoAuth | BasicAuth | BearerAuth
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Method:
+    """One method of a webhook: its description and the flow keys its answer sets."""
+
     name: str
     description: str = ""
     response: dict[str, str] = field(default_factory=dict)  # flow key <- dotted path
@@ -91,6 +99,8 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Webhook:
+    """One entry of ``webhooks:`` in the project file."""
+
     name: str
     url: str
     method: str = "POST"
@@ -107,6 +117,8 @@ class Webhook:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpPolicy:
+    """``http:`` of the project: whether calls go out, and where to."""
+
     enabled: bool = True
     allow_http: bool = False
     allowlist: tuple[str, ...] = ()
@@ -114,18 +126,24 @@ class HttpPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryPolicy:
+    """``delivery:`` of the project: when on-complete pushes are tried again."""
+
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     lease: float = DEFAULT_LEASE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryPolicy:
+    """``history:`` of the project: how long execution records are kept."""
+
     keep_days: float = 30.0
     keep_runs: int = 100_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkersPolicy:
+    """``workers:`` of the project: how long a claimed execution is held."""
+
     lease: float = 30.0  # seconds a claimed execution is held before it may be taken over
 
 
@@ -162,6 +180,8 @@ class Project:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepBase:
+    """What every step has: its id, position, ``when`` and ``next``."""
+
     id: str
     path: DocPath  # where the step sits in its flow file
     when: Any = None  # None: always; else a bool or a template string
@@ -170,17 +190,23 @@ class StepBase:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Assignment:
+    """One entry of an assign step's ``set:``, its value still raw."""
+
     target: str  # a flow key name, "$user.key.<name>" or (invalid) "$call.<name>"
     value: Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OperationStep(StepBase):
+    """``operation: assign``: assignments applied in order."""
+
     assignments: tuple[Assignment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookStep(StepBase):
+    """``webhook:``: one call of a webhook's method."""
+
     webhook: str
     method: str
     parameters: tuple[Group, ...] = DEFAULT_GROUPS
@@ -195,6 +221,8 @@ Step = OperationStep | WebhookStep
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Flow:
+    """One flow file; ``source`` is its document."""
+
     name: str
     source: Document
     description: str = ""

@@ -7,7 +7,6 @@ are character offsets in the string as the flow wrote it.
 
 from __future__ import annotations
 
-import difflib
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -78,6 +77,8 @@ class ScanError(Exception):
 
 def suggest(name: str, candidates: Iterable[object]) -> str | None:
     """The candidate closest to ``name`` (difflib ratio of at least 0.6), or None."""
+    import difflib  # here: only a problem needs a suggestion
+
     names = [c for c in candidates if isinstance(c, str)]
     matches = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return matches[0] if matches else None

@@ -47,6 +47,8 @@ class _Rendered:
 
 @dataclass(frozen=True, slots=True)
 class Constant:
+    """A value without references or Jinja: rendered as itself."""
+
     value: Any
     references: ClassVar[tuple[Reference, ...]] = ()
     is_constant: ClassVar[bool] = True
@@ -57,6 +59,8 @@ class Constant:
 
 @dataclass(frozen=True, slots=True)
 class ReferenceValue(_Rendered):
+    """Exactly one reference: the value it names, with its type."""
+
     reference: Reference
     where: Where
 
@@ -74,6 +78,8 @@ class ReferenceValue(_Rendered):
 
 @dataclass(frozen=True, slots=True)
 class Text(_Rendered):
+    """Literals and references joined into text, without Jinja."""
+
     parts: tuple[str | Reference, ...]
     where: Where
 
@@ -154,6 +160,8 @@ class JinjaText(_Jinja):
 
 @dataclass(frozen=True, slots=True)
 class MappingValue:
+    """A dict of compiled values (keys are not templated)."""
+
     items: tuple[tuple[Any, Compiled], ...]
 
     @property
@@ -170,6 +178,8 @@ class MappingValue:
 
 @dataclass(frozen=True, slots=True)
 class ListValue:
+    """A list of compiled values."""
+
     items: tuple[Compiled, ...]
 
     @property

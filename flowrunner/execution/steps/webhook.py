@@ -3,7 +3,6 @@ the JSON answer into flow keys."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -249,6 +248,8 @@ async def _attempts(
             or not retry.retryable(policy, answer.status, answer.failure)
         ):
             return answer, attempt
+        import asyncio  # here: a dry run, which never waits, runs without an event loop
+
         await asyncio.sleep(retry.wait(policy, attempt, answer.headers, time.time()))
         attempt += 1
         if step.webhook is not None and step.webhook.webhook.signing_secret is not None:
