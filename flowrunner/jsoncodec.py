@@ -29,7 +29,11 @@ orjson = optional_module("orjson")
 c_make_encoder: Any = getattr(json_encoder, "c_make_encoder", None)
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # may be an integer orjson cannot hold
+# a run of 19 digits may be an integer orjson cannot hold: digits become b"1" and
+# everything else b" ", so that one bytes.find (not a regular expression, four times
+# slower than orjson's parse of a typical line) spots the run
+_DIGIT_MAP = bytes(0x31 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"1" * 19
 
 
 def _reject_constant(name: str) -> Any:
@@ -44,7 +48,7 @@ def loads(raw: bytes) -> Any:
 
     Integers are exact at any size: orjson reads one over 64 bits as a float, so text
     holding a run of 19 digits or more is decoded by ``json`` instead."""
-    if orjson is not None and not _LONG_DIGITS.search(raw):
+    if orjson is not None and raw.translate(_DIGIT_MAP).find(_LONG_RUN) < 0:
         return orjson.loads(raw)
     value = _DECODER.decode(raw.decode("utf-8"))
     if _SURROGATE_ESCAPE.search(raw):

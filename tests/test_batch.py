@@ -616,6 +616,16 @@ def test_json_codec_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
+    "number", [10**18 - 1, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, -(10**40)]
+)
+def test_json_codec_reads_integers_exactly_at_any_size(number: int) -> None:
+    raw = b'{"n":%d,"s":"%d","t":"x%dy"}' % (number, number, number)
+    data = loads(raw)
+    assert data == {"n": number, "s": str(number), "t": f"x{number}y"}
+    assert type(data["n"]) is int
+
+
+@pytest.mark.parametrize(
     "data",
     [
         {"line": 1, "keys": {"a": "é \U0001f600", "f": 2.935, "n": -7, "t": True, "z": None}},
