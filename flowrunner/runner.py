@@ -203,6 +203,7 @@ class Runner:
         self.recorder: Any = None
         self.pushes: PushBatcher | None = None
         self.budget = ByteBudget(FINISHING_BYTES)  # bounds the memory of large records
+        self._encoded_record: Any = None  # the store's record type, once it is open
         for ref in used_secrets(plan, on_complete=on_complete):
             secrets.resolve(ref)  # fail before anything runs, naming the secret
 
@@ -236,7 +237,9 @@ class Runner:
         from flowrunner.net.transport import open_client
         from flowrunner.oncomplete.delivery import Deliverer
         from flowrunner.state import open_recorder, open_store
+        from flowrunner.state.records import EncodedRecord
 
+        self._encoded_record = EncodedRecord  # looked up once, not per execution
         self.store = open_store(self.project.state, self.secrets)
         self._stack.callback(self.store.close)
         self.store.check_before_use()  # damage found now costs no side effect
@@ -328,8 +331,6 @@ class Runner:
             return await self._finish_encoded(record)
 
     async def _finish_encoded(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bytes]:
-        from flowrunner.state.records import EncodedRecord
-
         data = record.as_dict()
         encoded = dumps(data)
         if self.dry_run:
@@ -338,7 +339,7 @@ class Runner:
         if record.on_complete is not None:  # the push could not be built: say so
             data["on_complete"] = record.on_complete
             encoded = dumps(data)
-        stored = EncodedRecord(
+        stored = self._encoded_record(
             execution_id=record.execution_id,
             flow=record.flow,
             status=record.status,

@@ -427,16 +427,11 @@ def time_ordered_id() -> str:
     The executions of a batch get these: the store's indexes on execution ids then
     grow at one end instead of at random places, which makes recording cheaper.
     """
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(_random_bits.take(10), "big")
-    value = (
-        millis << 80
-        | 0x7 << 76  # version
-        | (rand >> 62 & 0xFFF) << 64
-        | 0b10 << 62  # variant
-        | rand & (1 << 62) - 1
-    )
-    text = f"{value:032x}"
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big"))
+    raw += _random_bits.take(10)
+    raw[6] = 0x70 | raw[6] & 0x0F  # version 7, then 12 random bits
+    raw[8] = 0x80 | raw[8] & 0x3F  # variant 0b10, then 62 random bits
+    text = raw.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
