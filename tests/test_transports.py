@@ -495,3 +495,17 @@ async def test_both_transports_turn_bad_urls_into_the_same_failure(url):
         assert answer.status is None and answer.failure is not None, (transport, answer)
         outcomes.append((answer.failure, answer.message))
     assert outcomes[0] == outcomes[1]
+
+
+def test_answer_headers_are_looked_up_without_regard_to_case() -> None:
+    from flowrunner.net.request import AnswerHeaders
+
+    headers = AnswerHeaders([("Retry-After", "5"), ("X-Tag", "a"), ("x-tag", "b")])
+    assert headers.get("retry-after") == headers["RETRY-AFTER"] == "5"
+    assert headers.get("X-TAG") == "a"  # the first of a repeated name
+    assert headers.get("missing") is None
+    with pytest.raises(KeyError):
+        headers["missing"]
+    assert list(headers) == ["Retry-After", "X-Tag", "x-tag"]
+    assert len(headers) == 3
+    assert "x-tag" in headers

@@ -25,7 +25,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from flowrunner.net.connection import (
@@ -37,7 +36,14 @@ from flowrunner.net.connection import (
     request_head,
 )
 from flowrunner.net.egress import EgressPolicy, host_address
-from flowrunner.net.request import MAX_BODY, USER_AGENT, FailureKind, HttpRequest, HttpResponse
+from flowrunner.net.request import (
+    MAX_BODY,
+    USER_AGENT,
+    AnswerHeaders,
+    FailureKind,
+    HttpRequest,
+    HttpResponse,
+)
 from flowrunner.source.model import HttpPolicy
 
 DNS_TTL = 10.0  # seconds an allowed DNS answer is reused
@@ -118,7 +124,7 @@ class FastClient:
             return HttpResponse.failed(
                 "connection", f"connection error ({describe_os_error(exc)})", start
             )
-        view = CIMultiDictProxy(CIMultiDict(headers))
+        view = AnswerHeaders(headers)
         duration = time.perf_counter() - start
         if body is None:
             message = f"response body over {MAX_BODY} bytes"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -22,6 +22,33 @@ MAX_BODY = 1 << 20  # bytes of an answer's body, counted after decompression
 
 FailureKind = Literal["timeout", "connection", "refused", "too_large", "disabled"]
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class AnswerHeaders(Mapping[str, str]):
+    """An answer's headers as received, looked up without regard to case (``get``
+    gives the first of a repeated name). Built on every answer, so it only keeps the
+    list: the few lookups ever made (``Retry-After``, ``Content-Type``) scan it."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+
+    def __getitem__(self, name: str) -> str:
+        lower = name.lower()
+        for key, value in self._pairs:
+            if key.lower() == lower:
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"AnswerHeaders({self._pairs!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
