@@ -311,6 +311,18 @@ class Runner:
         flow = self.plan.flow.name
         return self.tracer.execution(inputs.execution_id, flow, inputs.traceparent)
 
+    def hold_ends(self, wait: float, most: int) -> None:
+        """Let ends without a push wait up to ``wait`` seconds, or until ``most`` wait,
+        to be recorded together (for a :attr:`pipelined` batch, whose workers go on)."""
+        if self.recorder is not None:
+            self.recorder.hold_ends(wait, most)
+
+    def flush_ends(self) -> None:
+        """Commit the ends waiting to be recorded together, now (a batch whose window
+        is full waits for them)."""
+        if self.recorder is not None:
+            self.recorder.flush()
+
     @property
     def pipelined(self) -> bool:
         """Whether a batch may start its next execution while this one's end is still

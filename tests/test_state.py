@@ -202,6 +202,31 @@ async def test_async_recorder_group_commits(store: StateStore) -> None:
     assert store.pending_count() == 2000
 
 
+async def test_a_recorder_holds_ends_without_a_push_for_company(store: StateStore) -> None:
+    """``hold_ends``: on SQLite, ends without a push wait until ``most`` of them wait (or
+    ``wait`` seconds pass, or ``flush``), then share one transaction; a store whose
+    recorder commits in a thread anyway records them as they come."""
+    from flowrunner.state.sqlite.store import Store
+
+    recorder = open_recorder(store)
+    recorder.hold_ends(30.0, 3)
+    first = asyncio.ensure_future(recorder.record_end(record("h1"), None))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    held = not first.done()
+    await asyncio.gather(first, *(recorder.record_end(record(i), None) for i in ("h2", "h3")))
+    late = asyncio.ensure_future(recorder.record_end(record("h4"), None))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    recorder.flush()
+    await asyncio.wait_for(late, 5)
+    await recorder.aclose()
+    assert {r["execution_id"] for r in store.runs(0)} == {"h1", "h2", "h3", "h4"}
+    if isinstance(store, Store):
+        assert held
+        assert recorder.commits == 2  # h1..h3 together, then h4 when flushed
+
+
 async def test_async_recorder_isolates_a_bad_item(store: StateStore) -> None:
     store.record_end(record("taken"), None)
     recorder = open_recorder(store)

@@ -46,6 +46,7 @@ from flowrunner.runner import Runner
 GRACE = 5.0  # seconds in-flight executions get to finish after an interrupt
 WINDOW_FACTOR = 4  # lines numbered and not yet written, per unit of concurrency
 WINDOW_BYTES = 32 << 20  # bytes of records waiting in the reorder buffer
+HOLD_ENDS = 0.005  # seconds an end may wait to be committed with others (pipelined)
 FLUSH_BYTES = 1 << 16  # output buffered before a write
 TICK = 0.2  # seconds between progress redraws
 FLUSH_TICKS = 5  # ticks between output flushes
@@ -170,8 +171,12 @@ class Ordered:
 
     async def _wait_for_room(self) -> None:
         while self._window_full():
+            self._window_filled()
             self._room.clear()
             await self._room.wait()
+
+    def _window_filled(self) -> None:
+        """Called when reading pauses for a full window."""
 
     def _invalid(self, number: int, problem: Invalid) -> None:
         self.outcome.counts.invalid += 1
@@ -267,6 +272,8 @@ class Batch(Ordered):
         if self.worker:
             self.output.write(READY)
             self.output.flush()
+        if self.runner.pipelined:  # its ends are committed in groups while it goes on
+            self.runner.hold_ends(HOLD_ENDS, self.window - self.concurrency)
         self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
         self._dispatcher = loop.create_task(self._dispatch())
         self._timers["tick"] = loop.call_later(TICK, self._tick)
@@ -390,6 +397,9 @@ class Batch(Ordered):
         elif push == "dead":
             counts.dead += 1
         self._finish(number, line)
+
+    def _window_filled(self) -> None:
+        self.runner.flush_ends()  # ends waiting to be committed together: not any longer
 
     def _idle(self) -> None:
         """Called when no line waits for a slot: a worker writes what it has."""

@@ -205,6 +205,15 @@ class Recorder(Protocol):
         """Store one end; returns once it is committed."""
         ...
 
+    def hold_ends(self, wait: float, most: int) -> None:
+        """Let ends that need no fsync wait up to ``wait`` seconds, or until ``most`` of
+        them wait, to share a transaction (their callers go on meanwhile)."""
+        ...
+
+    def flush(self) -> None:
+        """Commit the ends that wait for company now (a caller that cannot wait)."""
+        ...
+
     async def mark_delivered(self, ids: Sequence[str], owner: str, now: float) -> int:
         """``mark_delivered_many`` on the recorder's own connection, between its commits
         (never waiting for their write lock); how many pushes it marked."""

@@ -50,6 +50,13 @@ class ThreadRecorder:
             self._pump = loop.create_task(self._run())
         await future
 
+    def hold_ends(self, wait: float, most: int) -> None:
+        """Nothing to do here: every end goes through the thread, whose commit starts as
+        soon as the previous one is done."""
+
+    def flush(self) -> None:
+        """Nothing to do here: nothing waits for company."""
+
     async def mark_delivered(self, ids: Sequence[str], owner: str, now: float) -> int:
         """The store's ``mark_delivered_many``, run by the worker thread between its
         commits: on its own connection, it never waits for their write lock."""

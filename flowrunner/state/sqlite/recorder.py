@@ -17,9 +17,11 @@ class AsyncRecorder(ThreadRecorder):
     ``store.path``, which commits everything that queued while its previous commit ran
     in one transaction (one fsync for many executions) without blocking the event loop.
     An end without a push needs no fsync: those are committed on ``store`` itself, in
-    the event loop's thread, once per pass of the loop. A thread would cost more there
-    than the insert: each time SQLite lets go of the GIL, the loop's thread has to win
-    it back.
+    the event loop's thread, once per pass of the loop, or in larger groups when the
+    callers can wait (:meth:`hold_ends`: a batch that goes on with its next lines
+    meanwhile, and calls :meth:`flush` when it cannot): fewer transactions. A
+    thread would cost more there than the insert: each time SQLite lets go of the GIL,
+    the loop's thread has to win it back.
 
     Each caller resumes only after the commit holding its record.
     """
@@ -31,6 +33,9 @@ class AsyncRecorder(ThreadRecorder):
         )
         self._main = store  # the event loop's connection, for ends without a push
         self._light: list[tuple[Item, asyncio.Future[None]]] = []
+        self._light_wait = 0.0  # see hold_ends
+        self._light_most = 1
+        self._light_timer: asyncio.Handle | None = None
 
     async def record_end(self, record: Record, push: NewPush | None) -> None:
         """Like :meth:`Store.record_end`; returns once the record is committed."""
@@ -40,17 +45,34 @@ class AsyncRecorder(ThreadRecorder):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if not self._light:
-            loop.call_soon(self._commit_light)
+            if self._light_wait > 0:
+                self._light_timer = loop.call_later(self._light_wait, self._commit_light)
+            else:
+                self._light_timer = loop.call_soon(self._commit_light)
         self._light.append(((record, None), future))
+        if len(self._light) >= self._light_most and self._light_wait > 0:
+            self._commit_light()
         await future
 
+    def hold_ends(self, wait: float, most: int) -> None:
+        """Let ends without a push wait up to ``wait`` seconds, or until ``most`` of them
+        wait, to share one transaction, instead of committing once per loop pass."""
+        self._light_wait = wait
+        self._light_most = max(1, most)
+
+    def flush(self) -> None:
+        """Commit the ends without a push that are waiting, now."""
+        self._commit_light()
+
     async def aclose(self) -> None:
-        """Commit the ends waiting for this pass of the loop, then as
-        :meth:`ThreadRecorder.aclose`."""
+        """Commit the ends still waiting, then as :meth:`ThreadRecorder.aclose`."""
         self._commit_light()
         await super().aclose()
 
     def _commit_light(self) -> None:
+        if self._light_timer is not None:
+            self._light_timer.cancel()
+            self._light_timer = None
         batch, self._light = self._light, []
         if not batch:
             return
