@@ -10,6 +10,7 @@ while the previous one committed, off the event loop.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -407,8 +408,6 @@ def build_push(
     A push whose URL or headers cannot be rendered is not lost silently: the record
     says it is dead, and why, and None is returned.
     """
-    from flowrunner.state.records import NewPush
-
     webhook_id = oncomplete.webhook_id(record.execution_id)
     sys_vars = {
         "execution_id": record.execution_id,
@@ -425,7 +424,7 @@ def build_push(
             "attempts": 0, "last_error": f"the push could not be built: {exc}",
         }  # fmt: skip
         return None
-    return NewPush(
+    return _state_records().NewPush(
         lease_owner=lease[0] if lease else None,
         lease_until=lease[1] if lease else None,
         id=webhook_id,
@@ -436,6 +435,15 @@ def build_push(
         payload=oncomplete.encode(oncomplete.build_payload(record)),
         created_at=time.time(),
     )
+
+
+@functools.cache
+def _state_records() -> Any:
+    """The state store's record types, imported on first use (a dry run never needs
+    them) and looked up once, not on every execution."""
+    from flowrunner.state import records
+
+    return records
 
 
 def end_span(span: Span, record: ExecutionRecord) -> None:

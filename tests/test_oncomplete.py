@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,6 +291,14 @@ def record_of(call: dict[str, Any], keys: dict[str, Any], **extra: Any) -> Execu
         execution_id="e-1", flow="f", status="COMPLETED", started_at=moment,
         ended_at=moment, call=call, keys=keys, **extra,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, 0, -5, 2**70, 1.5, 0.1, 1e300, 5e-324, -0.0, math.nan, math.inf, [1], {"a": 1}],
+)
+def test_key_values_of_scalars_are_their_json(value: Any) -> None:
+    assert key_value(value) == json.dumps(value, separators=(",", ":"))
 
 
 def test_key_values_are_strings_null_stays_null() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,13 @@ def key_value(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         return value
+    kind = type(value)  # the JSON of the usual scalars, without calling the encoder
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
     return compact(value)
 
 
