@@ -3,7 +3,7 @@
     python bench/run_bench.py --quick     # a few minutes
     python bench/run_bench.py             # the full set, longer
     python bench/run_bench.py --quick --throughput --transports fast
-    python bench/run_bench.py --memory    # the memory rows only (about 10 minutes)
+    python bench/run_bench.py --memory    # the memory rows only (6-9 minutes here)
 
 What it measures (bench/README.md says why and how to read it):
 
@@ -566,7 +566,7 @@ def main() -> None:
     parser.add_argument(
         "--memory",
         action="store_true",
-        help="the memory rows only (with --quick: dry runs, about a minute; else about 10 min)",
+        help="the memory rows only (with --quick: dry runs, about a minute; else 6-9 minutes)",
     )
     parser.add_argument(
         "--transports", default="aiohttp,fast", help="comma-separated (default: aiohttp,fast)"
