@@ -3,6 +3,7 @@
     python bench/run_bench.py --quick     # a few minutes
     python bench/run_bench.py             # the full set, longer
     python bench/run_bench.py --quick --throughput --transports fast
+    python bench/run_bench.py --memory    # the memory rows only (6-9 minutes here)
 
 What it measures (bench/README.md says why and how to read it):
 
@@ -12,7 +13,8 @@ What it measures (bench/README.md says why and how to read it):
   (bench/sink.py, a separate process); the CPU time per execution beside each rate.
 * Operation-only executions in process (Engine, no HTTP) against plain Python doing the
   same dict work.
-* Peak RSS of a 10,000- and a 100,000-event batch, and their ratio.
+* Peak RSS of a 10,000-, a 100,000- and a 1,000,000-event batch (the last above the
+  history's ``keep_runs``), and the ratios of each size to the one before it.
 * Cold start of ``flowrunner run FLOW --dry-run`` against ``python -c pass``: CPU time
   (user + system), as bench/cold_start.py measures it; the goal is 150 ms.
 
@@ -28,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -424,26 +427,86 @@ def operation_only(root: Path, count: int, reps: int) -> list[Row]:
     ]
 
 
-def memory(root: Path, small: int, large: int, *extra: str) -> list[Row]:
-    peaks = []
-    for count in (small, large):
+MEMORY_SIZES = (10_000, 100_000, 1_000_000)
+NOTES: list[str] = []  # lines printed under the table
+
+
+def keep_runs() -> int:
+    """The default ``history.keep_runs`` (the bench's project sets none)."""
+    sys.path.insert(0, str(HERE.parent))
+    from flowrunner.source.model import HistoryPolicy
+
+    return HistoryPolicy().keep_runs
+
+
+def history_count(root: Path) -> int | None:
+    """How many runs the project's history holds (None: no state file)."""
+    path = root / ".flowrunner" / "state.db"
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def batch_peak(root: Path, events: Path, *extra: str) -> tuple[float, float]:
+    """(peak RSS in MiB, wall seconds) of one ``run http --events`` child."""
+    args = flowrunner(root, "http", "--events", str(events), "--output", os.devnull, *extra)
+    code, err, seconds, rss = run_child(args, root)
+    if code != 0:
+        raise SystemExit(f"memory run failed ({code}):\n{err}")
+    return rss / 1024, seconds
+
+
+def memory(root: Path, sizes: tuple[int, ...], *extra: str) -> list[Row]:
+    """Peak RSS of one batch of each size, each on a fresh state file; a row per size
+    against the size before it. Without ``--dry-run``, after a batch larger than
+    ``keep_runs`` the next command (a run of an empty events file, which prunes the
+    history when it opens the state file) is run too, and the history counted."""
+    dry = "--dry-run" in extra
+    how = (
+        "dry run: no HTTP, no store"
+        if dry
+        else "HTTP, on-complete " + ("off" if "--no-on-complete" in extra else "on")
+    )
+    keep = keep_runs()
+    peaks: list[float] = []
+    for count in sizes:
         events = events_file(root, count)
         shutil.rmtree(root / ".flowrunner", ignore_errors=True)
-        args = flowrunner(root, "http", "--events", str(events), "--output", os.devnull, *extra)
-        code, err, _, rss = run_child(args, root)
-        if code != 0:
-            raise SystemExit(f"memory run failed ({code}):\n{err}")
-        peaks.append(rss / 1024)
-    how = " (dry run)" if "--dry-run" in extra else ""
-    return [
-        Row(
-            f"peak RSS, {large:,} vs {small:,} events{how}",
-            f"{peaks[1]:.1f} MiB",
-            f"{peaks[0]:.1f} MiB",
-            peaks[1] / peaks[0],
-            "<= 1.2",
+        try:
+            peak, seconds = batch_peak(root, events, *extra)
+        finally:
+            events.unlink()  # 1,000,000 lines take about 230 MB
+        peaks.append(peak)
+        print(f"  {count:,} events: {peak:.1f} MiB, {seconds:.0f} s", file=sys.stderr)
+        stored = history_count(root)
+        if stored is not None and count > keep:
+            pruned, prune_seconds = batch_peak(root, events_file(root, 0), *extra)
+            after = history_count(root)
+            NOTES.append(
+                f"history after the {count:,}-event batch: {stored:,} runs (keep_runs {keep:,}); "
+                f"after the next run (it prunes when it opens the state file): {after:,} runs, "
+                f"pruned in {prune_seconds:.0f} s at {pruned:.1f} MiB peak RSS"
+                + ("" if after is not None and after <= keep else "  ** above keep_runs **")
+            )
+        shutil.rmtree(root / ".flowrunner", ignore_errors=True)
+    rows = []
+    for i in range(1, len(sizes)):
+        small, low, large, high = sizes[i - 1], peaks[i - 1], sizes[i], peaks[i]
+        above = f", above keep_runs {keep:,}" if large > keep and not dry else ""
+        rows.append(
+            Row(
+                f"peak RSS, {large:,} vs {small:,} events ({how}{above})",
+                f"{high:.1f} MiB",
+                f"{low:.1f} MiB",
+                high / low,
+                "<= 1.2",
+            )
         )
-    ]
+    return rows
 
 
 COLD_START_GOAL_MS = 150  # CPU of a dry run's process, as in bench/cold_start.py
@@ -478,11 +541,12 @@ def cold_start(root: Path, reps: int) -> list[Row]:
 
 
 def table(rows: list[Row], info: dict[str, str], seconds: float) -> str:
+    width = max([52, *(len(row.figure) for row in rows)])
     lines = [
         f"machine: {info['nproc']} CPUs, {info['cpu']}; Python {info['python']}; "
         f"uvloop {info['uvloop']}, orjson {info['orjson']}",
         "",
-        f"{'figure':<52} {'value':<38} {'baseline':<30} {'ratio':>6}  goal",
+        f"{'figure':<{width}} {'value':<38} {'baseline':<30} {'ratio':>6}  goal",
     ]
     for row in rows:
         ratio = (
@@ -492,7 +556,10 @@ def table(rows: list[Row], info: dict[str, str], seconds: float) -> str:
             if row.ratio >= 0.1
             else f"1/{1 / row.ratio:.0f}"
         )
-        lines.append(f"{row.figure:<52} {row.value:<38} {row.baseline:<30} {ratio:>6}  {row.goal}")
+        lines.append(
+            f"{row.figure:<{width}} {row.value:<38} {row.baseline:<30} {ratio:>6}  {row.goal}"
+        )
+    lines += ["", *NOTES] if NOTES else []
     lines.append(f"\n({seconds:.0f} s; medians of interleaved runs)")
     return "\n".join(lines)
 
@@ -502,11 +569,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few minutes")
     parser.add_argument("--throughput", action="store_true", help="the throughput rows only")
     parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="the memory rows only (with --quick: dry runs, about a minute; else 6-9 minutes)",
+    )
+    parser.add_argument(
         "--transports", default="aiohttp,fast", help="comma-separated (default: aiohttp,fast)"
     )
     args = parser.parse_args()
     TRANSPORTS[:] = args.transports.split(",")
     quick = args.quick
+    everything = not (args.throughput or args.memory)
     started = time.perf_counter()
     info = machine()
     rows: list[Row] = []
@@ -516,20 +589,22 @@ def main() -> None:
         (root / "flows").mkdir()
         (root / "flows" / "http.yaml").write_text(HTTP_FLOW)
         (root / "flows" / "ops.yaml").write_text(OPS_FLOW)
-        print("throughput ...", file=sys.stderr)
-        rows += throughput(root, sink.port, 5_000 if quick else 20_000, 5)
-        if args.throughput:
-            print(table(rows, info, time.perf_counter() - started))
-            return
-        print("operation-only ...", file=sys.stderr)
-        rows += operation_only(root, 5_000 if quick else 20_000, 5)
-        print("memory ...", file=sys.stderr)
-        if quick:
-            rows += memory(root, 10_000, 100_000, "--dry-run")
-        else:
-            rows += memory(root, 10_000, 100_000, "--no-on-complete")
-        print("cold start ...", file=sys.stderr)
-        rows += cold_start(root, 10)
+        if everything or args.throughput:
+            print("throughput ...", file=sys.stderr)
+            rows += throughput(root, sink.port, 5_000 if quick else 20_000, 5)
+        if everything:
+            print("operation-only ...", file=sys.stderr)
+            rows += operation_only(root, 5_000 if quick else 20_000, 5)
+        if everything or args.memory:
+            print("memory ...", file=sys.stderr)
+            began = time.perf_counter()
+            # --quick: dry runs (no HTTP, no store: no history to prune) to stay short;
+            # the full run sends every request and push, as a batch does by default
+            rows += memory(root, MEMORY_SIZES, *(["--dry-run"] if quick else []))
+            NOTES.append(f"memory rows: {time.perf_counter() - began:.0f} s")
+        if everything:
+            print("cold start ...", file=sys.stderr)
+            rows += cold_start(root, 10)
     print(table(rows, info, time.perf_counter() - started))
 
 
