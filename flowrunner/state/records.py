@@ -21,7 +21,7 @@ from flowrunner.times import iso_unix, unix
 CLOCK_SLACK = 300.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)  # not frozen: made per execution (see HttpRequest)
 class NewPush:
     """An on-complete push to record: ``id`` is its ``webhook-id``.
 
@@ -41,7 +41,7 @@ class NewPush:
     lease_until: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)  # not frozen: made per execution (see HttpRequest)
 class EncodedRecord:
     """An execution record already written as JSON (``text``), with the fields the
     ``runs`` table indexes; :meth:`Store.record_ends` stores it without encoding again.
@@ -58,7 +58,7 @@ class EncodedRecord:
 Record = Mapping[str, Any] | EncodedRecord
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)  # not frozen: made per execution (see HttpRequest)
 class OutboxRow:
     """One push as stored in the outbox."""
 
