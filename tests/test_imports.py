@@ -98,3 +98,14 @@ def test_the_help_line_of_a_lazy_command_is_its_own(name):
     command = main.get_command(click.Context(main), name)
     assert command is not None and command.help is not None
     assert LazyGroup.lazy[name][1] == command.help.strip().splitlines()[0]
+
+
+def test_a_flow_without_templates_is_validated_without_jinja2(tmp_path):
+    # $-references and plain text compile without Jinja: only `{{ }}` or `{% %}` loads it
+    flow = tmp_path / "plain.yaml"
+    flow.write_text(
+        "flow: plain\nsteps:\n  - id: greet\n    operation: assign\n    set:\n"
+        "      caller: $call.cli\n      message: Hello $call.cli, $$1 a minute\n",
+        encoding="utf-8",
+    )
+    assert loaded("validate", str(flow)) == (0, ["yaml"])

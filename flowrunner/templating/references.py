@@ -18,6 +18,7 @@ _SCOPE_FIELDS = {"call": "call", "flow.key": "flow", "user.key": "user", "sys": 
 
 #: The Jinja global that a rewritten reference calls: ``_ref('flow.key', 'order', 'id')``.
 HELPER = "_ref"
+VARIABLES = "_variables"  # the render-context entry HELPER reads
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _NAME_START = re.compile(r"[A-Za-z_]")

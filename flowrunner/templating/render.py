@@ -1,5 +1,9 @@
 """Rendered results: the text form of a value, the checks that a result is data and
-within the output limit, and the translation of render exceptions into TemplateError."""
+within the output limit, and the translation of render exceptions into TemplateError.
+
+Importing it imports no jinja2 (references and plain text render without it): the
+checks that name Jinja's classes import them when they run, on a path that only a
+Jinja template or a failed render reaches."""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import re
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from jinja2 import Undefined
-from jinja2.exceptions import SecurityError, TemplateRuntimeError
 from markupsafe import Markup
 
 from flowrunner.errors import TemplateError, UndefinedReference, Where
@@ -65,6 +67,8 @@ def finalize_output(value: Any) -> str:
 
 
 def _not_data(value: Any) -> NoReturn:
+    from jinja2 import Undefined  # loaded: only a Jinja render gets here
+
     if isinstance(value, Undefined):
         str(value)  # StrictUndefined raises its reason (undefined, or unsafe)
     raise _NotData(f"the template gives a {type(value).__name__} object, not data")
@@ -109,12 +113,16 @@ def render_error(exc: Exception, where: Where) -> TemplateError:
         return UndefinedReference(exc.reference, exc.suggestion, where)
     if isinstance(exc, LimitExceeded):
         return TemplateError(str(exc), where, exc.rule)
+    from jinja2.exceptions import SecurityError  # here: a template-free run may never need it
+
     if isinstance(exc, SecurityError):
         return TemplateError(f"unsafe template: {_short(exc.message)}", where, "template-unsafe")
     return TemplateError(f"could not render template: {_reason(exc)}", where, "template-render")
 
 
 def _reason(exc: Exception) -> str:
+    from jinja2.exceptions import TemplateRuntimeError
+
     for kind, reason in _PLAIN_REASONS.items():
         if isinstance(exc, kind):
             return reason

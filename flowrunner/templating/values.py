@@ -1,18 +1,16 @@
 """The compiled values: immutable shapes, reusable across executions, each rendering
-itself for one execution's variables as cheaply as its shape allows."""
+itself for one execution's variables as cheaply as its shape allows. Importing it
+imports no jinja2: a Jinja shape is made by :mod:`flowrunner.templating.parsing` and
+turns its tree into Python on its first render."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
-
-from jinja2 import nodes
-from jinja2.environment import Template, TemplateExpression
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from flowrunner.errors import UndefinedReference, Where
 from flowrunner.templating import limits
-from flowrunner.templating.environment import compile_expression, compile_python
-from flowrunner.templating.references import Missing, Reference, Variables, resolve
+from flowrunner.templating.references import VARIABLES, Missing, Reference, Variables, resolve
 from flowrunner.templating.render import (
     MAX_OUTPUT,
     as_data,
@@ -22,7 +20,10 @@ from flowrunner.templating.render import (
     output_too_large,
     render_error,
 )
-from flowrunner.templating.sandbox import VARIABLES
+
+if TYPE_CHECKING:
+    from jinja2 import nodes
+    from jinja2.environment import Template, TemplateExpression
 
 
 class Compiled(Protocol):
@@ -140,6 +141,8 @@ class Expression(_Jinja):
     """``{{ expr }}`` alone: the expression's value, with its type."""
 
     def _build(self) -> TemplateExpression:
+        from flowrunner.templating.environment import compile_expression
+
         return compile_expression(self.tree)
 
     def _produce(self, code: TemplateExpression, variables: Variables) -> Any:
@@ -152,6 +155,8 @@ class JinjaText(_Jinja):
     """Any other template: rendered text."""
 
     def _build(self) -> Template:
+        from flowrunner.templating.environment import compile_python
+
         return compile_python(self.tree)
 
     def _produce(self, code: Template, variables: Variables) -> str:
