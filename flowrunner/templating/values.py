@@ -5,10 +5,11 @@ turns its tree into Python on its first render."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from flowrunner.errors import UndefinedReference, Where
+from flowrunner.frozen import frozen
 from flowrunner.templating import limits
 from flowrunner.templating.references import VARIABLES, Missing, Reference, Variables, resolve
 from flowrunner.templating.render import (
@@ -46,7 +47,7 @@ class _Rendered:
     is_constant: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Constant:
     """A value without references or Jinja: rendered as itself."""
 
@@ -58,7 +59,7 @@ class Constant:
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReferenceValue(_Rendered):
     """Exactly one reference: the value it names, with its type."""
 
@@ -77,7 +78,7 @@ class ReferenceValue(_Rendered):
             raise UndefinedReference(exc.reference, exc.suggestion, self.where) from exc
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Text(_Rendered):
     """Literals and references joined into text, without Jinja."""
 
@@ -109,7 +110,7 @@ def _reference_text(variables: Variables, reference: Reference) -> str:
     return format_text(value)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Jinja(_Rendered):
     """A checked Jinja tree, turned into Python on its first render, then reused."""
 
@@ -136,7 +137,7 @@ class _Jinja(_Rendered):
             limits.stop(token)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Expression(_Jinja):
     """``{{ expr }}`` alone: the expression's value, with its type."""
 
@@ -150,7 +151,7 @@ class Expression(_Jinja):
         return limit_output(value) if isinstance(value, str) else value
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JinjaText(_Jinja):
     """Any other template: rendered text."""
 
@@ -163,7 +164,7 @@ class JinjaText(_Jinja):
         return collect_output(code.generate({VARIABLES: variables}))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MappingValue:
     """A dict of compiled values (keys are not templated)."""
 
@@ -181,7 +182,7 @@ class MappingValue:
         return {key: value.render(variables) for key, value in self.items}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ListValue:
     """A list of compiled values."""
 
