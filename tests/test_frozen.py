@@ -60,3 +60,36 @@ def test_no_field_one_field_and_pickling() -> None:
     globals()["One"] = one
     one.__qualname__ = "One"
     assert pickle.loads(pickle.dumps(one(4))) == one(4)
+
+
+def test_what_frozen_does_not_support_is_refused() -> None:
+    with pytest.raises(TypeError, match="init=False"):
+        frozen(type("Late", (), {"__annotations__": {"n": "int"}, "n": field(init=False)}))
+    with pytest.raises(TypeError, match="__post_init__"):
+        frozen(type("Post", (), {"__annotations__": {}, "__post_init__": lambda self: None}))
+    with pytest.raises(TypeError, match="InitVar"):
+        frozen(type("Var", (), {"__annotations__": {"n": "dataclasses.InitVar[int]"}}))
+
+
+def test_mixed_positional_and_keyword_fields_and_factories() -> None:
+    base = frozen(type("Base", (), {"__annotations__": {"a": "int"}}))
+    made = frozen(kw_only=True)(
+        type("Sub", (base,), {"__annotations__": {"b": "list"}, "b": field(default_factory=list)})
+    )
+    plain_base = dataclass(frozen=True, slots=True)(
+        type("Base", (), {"__annotations__": {"a": "int"}})
+    )
+    plain = dataclass(frozen=True, slots=True, kw_only=True)(
+        type(
+            "Sub",
+            (plain_base,),
+            {"__annotations__": {"b": "list"}, "b": field(default_factory=list)},
+        )
+    )
+    assert repr(made(1)) == repr(plain(1)) == "Sub(a=1, b=[])"
+    assert made(1).b is not made(1).b
+    assert made(1, b=[2]) == made(1, b=[2])
+    with pytest.raises(TypeError):
+        made(1, [2])  # b is keyword-only
+    with pytest.raises(TypeError):
+        made()  # a is required
