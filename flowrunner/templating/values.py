@@ -5,17 +5,16 @@ turns its tree into Python on its first render."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from flowrunner.errors import UndefinedReference, Where
 from flowrunner.frozen import frozen
 from flowrunner.templating import limits
-from flowrunner.templating.references import VARIABLES, Missing, Reference, Variables, resolve
+from flowrunner.templating.references import Missing, Reference, Variables, resolve
 from flowrunner.templating.render import (
     MAX_OUTPUT,
-    as_data,
-    collect_output,
     format_text,
     limit_output,
     output_too_large,
@@ -24,7 +23,8 @@ from flowrunner.templating.render import (
 
 if TYPE_CHECKING:
     from jinja2 import nodes
-    from jinja2.environment import Template, TemplateExpression
+
+Renderer = Callable[[Variables], Any]  # a Jinja template as Python, for its variables
 
 
 class Compiled(Protocol):
@@ -117,12 +117,9 @@ class _Jinja(_Rendered):
     references: tuple[Reference, ...]
     where: Where
     tree: nodes.Template
-    _code: list[Any] = field(default_factory=list, compare=False, repr=False)
+    _code: list[Renderer] = field(default_factory=list, compare=False, repr=False)
 
-    def _build(self) -> Any:
-        raise NotImplementedError
-
-    def _produce(self, code: Any, variables: Variables) -> Any:
+    def _build(self) -> Renderer:
         raise NotImplementedError
 
     def render(self, variables: Variables) -> Any:
@@ -130,7 +127,7 @@ class _Jinja(_Rendered):
         try:
             if not self._code:
                 self._code.append(self._build())
-            return self._produce(self._code[0], variables)
+            return self._code[0](variables)
         except Exception as exc:  # a template may fail in any way Python can
             raise render_error(exc, self.where) from exc
         finally:
@@ -141,27 +138,20 @@ class _Jinja(_Rendered):
 class Expression(_Jinja):
     """``{{ expr }}`` alone: the expression's value, with its type."""
 
-    def _build(self) -> TemplateExpression:
-        from flowrunner.templating.environment import compile_expression
+    def _build(self) -> Renderer:
+        from flowrunner.templating.environment import expression_renderer
 
-        return compile_expression(self.tree)
-
-    def _produce(self, code: TemplateExpression, variables: Variables) -> Any:
-        value = as_data(code({VARIABLES: variables}))
-        return limit_output(value) if isinstance(value, str) else value
+        return expression_renderer(self.tree)
 
 
 @frozen
 class JinjaText(_Jinja):
     """Any other template: rendered text."""
 
-    def _build(self) -> Template:
-        from flowrunner.templating.environment import compile_python
+    def _build(self) -> Renderer:
+        from flowrunner.templating.environment import text_renderer
 
-        return compile_python(self.tree)
-
-    def _produce(self, code: Template, variables: Variables) -> str:
-        return collect_output(code.generate({VARIABLES: variables}))
+        return text_renderer(self.tree)
 
 
 @frozen
