@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -63,6 +64,29 @@ def test_help_loads_nothing_of_flowrunner_but_the_command_line():
 
 def test_validate_of_a_sound_flow_loads_only_the_loader_and_the_templates():
     assert loaded("validate", "flows/order-status.yaml") == (0, ["jinja2", "yaml"])
+
+
+def test_validate_reads_no_secret_and_loads_no_secrets_module():
+    # output is scrubbed of resolved secrets; while flowrunner.secrets is not imported,
+    # none can have been resolved
+    probe = PROBE.replace("{heavy!r}", "sorted(sys.modules)")
+    args = ["validate", "flows/order-status.yaml"]
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True
+    )
+    code, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert code == 0
+    assert "flowrunner.secrets" not in modules
+
+
+def test_the_scrubbed_stream_masks_what_the_secrets_module_remembers():
+    from flowrunner import secrets
+    from flowrunner.cli.common import ScrubbedStream
+
+    out = io.StringIO()
+    secrets.remember("s3cr3t-value-for-scrubbing")
+    ScrubbedStream(out).write("token s3cr3t-value-for-scrubbing sent")
+    assert out.getvalue() == f"token {secrets.MASK} sent"
 
 
 def test_validate_of_named_files_loads_no_test_checker_and_no_difflib():
