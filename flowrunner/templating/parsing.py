@@ -23,7 +23,6 @@ from flowrunner.templating.static import (
     meter_loops,
     soften,
 )
-from flowrunner.templating.syntax import syntax_message, syntax_offset
 from flowrunner.templating.values import Compiled, Expression, JinjaText
 
 
@@ -50,6 +49,8 @@ def compile_jinja(
             return Expression(references, where, tree)
         return JinjaText(references, where, tree)
     except TemplateSyntaxError as exc:
+        from flowrunner.templating.syntax import syntax_message, syntax_offset  # rarely needed
+
         offset = syntax_offset(exc, source, text)
         raise ScanError(syntax_message(exc), offset, "template-syntax") from exc
     except TemplateRuntimeError as exc:
