@@ -6,15 +6,16 @@ root); :class:`Document` keeps the 1-based position of every value and key by pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from flowrunner.errors import Diagnostic, Mark
+from flowrunner.frozen import frozen
 
 Path = tuple[str | int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Document:
     """One loaded file: its data, the position of every value and key, and problems."""
 

@@ -20,10 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flowrunner.frozen import frozen
+
 Severity = Literal["error", "warning"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Mark:
     """A 1-based position in a source file; ``style`` is the YAML scalar style, if any.
 
@@ -38,7 +40,7 @@ class Mark:
     lines: tuple[tuple[int, int, int], ...] = field(default=(), compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Diagnostic:
     """One problem at one position.
 
@@ -106,7 +108,7 @@ class LoadError(FlowrunnerError):
         super().__init__(diagnostic.format())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Where:
     """Where a template lives: the step, the field inside it, the file position."""
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -65,6 +66,29 @@ def test_validate_of_a_sound_flow_loads_only_the_loader_and_the_templates():
     assert loaded("validate", "flows/order-status.yaml") == (0, ["jinja2", "yaml"])
 
 
+def test_validate_reads_no_secret_and_loads_no_secrets_module():
+    # output is scrubbed of resolved secrets; while flowrunner.secrets is not imported,
+    # none can have been resolved
+    probe = PROBE.replace("{heavy!r}", "sorted(sys.modules)")
+    args = ["validate", "flows/order-status.yaml"]
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True
+    )
+    code, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert code == 0
+    assert "flowrunner.secrets" not in modules
+
+
+def test_the_scrubbed_stream_masks_what_the_secrets_module_remembers():
+    from flowrunner import secrets
+    from flowrunner.cli.common import ScrubbedStream
+
+    out = io.StringIO()
+    secrets.remember("s3cr3t-value-for-scrubbing")
+    ScrubbedStream(out).write("token s3cr3t-value-for-scrubbing sent")
+    assert out.getvalue() == f"token {secrets.MASK} sent"
+
+
 def test_validate_of_named_files_loads_no_test_checker_and_no_difflib():
     probe = PROBE.replace("{heavy!r}", "sorted(sys.modules)")
     args = ["validate", "flows/order-status.yaml"]
@@ -98,3 +122,14 @@ def test_the_help_line_of_a_lazy_command_is_its_own(name):
     command = main.get_command(click.Context(main), name)
     assert command is not None and command.help is not None
     assert LazyGroup.lazy[name][1] == command.help.strip().splitlines()[0]
+
+
+def test_a_flow_without_templates_is_validated_without_jinja2(tmp_path):
+    # $-references and plain text compile without Jinja: only `{{ }}` or `{% %}` loads it
+    flow = tmp_path / "plain.yaml"
+    flow.write_text(
+        "flow: plain\nsteps:\n  - id: greet\n    operation: assign\n    set:\n"
+        "      caller: $call.cli\n      message: Hello $call.cli, $$1 a minute\n",
+        encoding="utf-8",
+    )
+    assert loaded("validate", str(flow)) == (0, ["yaml"])

@@ -46,22 +46,28 @@ def _diagnostics(exc: InvalidProject) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+SECRETS_MODULE = "flowrunner.secrets"
+
+
 class ScrubbedStream:
     """A text stream that masks resolved secrets (:func:`flowrunner.secrets.scrub`) in
     every write before passing it on; everything else is the wrapped stream's.
 
+    A secret is resolved only through :mod:`flowrunner.secrets`, which remembers every
+    value it resolved: while that module is not imported, no secret can have been
+    resolved and there is nothing to mask. So a command that reads no secret
+    (``validate``, ``--help``) never imports it.
+
     It has no ``buffer``, so click writes text through it rather than around it."""
 
     def __init__(self, inner: IO[str]) -> None:
-        from flowrunner.secrets import scrub  # here: --help never needs it
-
         self._inner = inner
-        self._scrub = scrub
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError("write() argument must be str")  # click probes with b""
-        self._inner.write(self._scrub(text))
+        secrets = sys.modules.get(SECRETS_MODULE)
+        self._inner.write(text if secrets is None else secrets.scrub(text))
         return len(text)
 
     def writelines(self, lines: Any) -> None:

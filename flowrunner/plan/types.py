@@ -3,15 +3,16 @@ jumps resolved to step indexes. What the compiler makes and the engine runs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from flowrunner.frozen import frozen
 from flowrunner.source import model as m
 from flowrunner.templating import Compiled
 
 END = -1  # jump target meaning "the execution ends here"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class CompiledWebhook:
     """A webhook with its URL and headers compiled."""
 
@@ -20,7 +21,7 @@ class CompiledWebhook:
     headers: dict[str, Compiled | m.SecretRef]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class CompiledProject:
     """The project with its webhooks compiled."""
 
@@ -28,7 +29,7 @@ class CompiledProject:
     webhooks: dict[str, CompiledWebhook]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class CompiledAssignment:
     """One assignment of an assign step, its value compiled."""
 
@@ -38,7 +39,7 @@ class CompiledAssignment:
     value: Compiled
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class CompiledStep:
     """One step ready to run: its templates compiled and its jumps resolved."""
 
@@ -54,7 +55,7 @@ class CompiledStep:
     retry: m.RetryPolicy | None = None  # the step's own, else its webhook's; None: one attempt
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Plan:
     """One flow ready to run against its project."""
 

@@ -6,12 +6,13 @@ templates are kept raw here; :mod:`flowrunner.plan.compiler` turns them into a p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
 from flowrunner.document import Document
 from flowrunner.document import Path as DocPath
+from flowrunner.frozen import frozen
 
 BodyKind = Literal["none", "json", "form"]
 Group = Literal["call", "flow.key", "user.key"]
@@ -23,14 +24,14 @@ DEFAULT_STATE = ".flowrunner/state.db"
 DEFAULT_GROUPS: tuple[Group, ...] = ("call", "flow.key")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class SecretRef:
     """``{secret: NAME}``: the value of environment variable NAME, read when needed."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class PostgresPlace:
     """A PostgreSQL state store: ``url`` in libpq's URL form, ``password`` (if any) read
     from a secret when the store is opened. The libpq environment variables (``PGHOST``,
@@ -43,14 +44,14 @@ class PostgresPlace:
 StatePlace = Path | PostgresPlace  # a SQLite file, or a PostgreSQL server
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class NoAuth:
     """No ``auth:``: requests go without credentials."""
 
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class BasicAuth:
     """``auth: basic``: a username and a password secret."""
 
@@ -58,7 +59,7 @@ class BasicAuth:
     password: SecretRef
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class BearerAuth:
     """``auth: bearer``: a token secret sent as ``Authorization: Bearer``."""
 
@@ -68,7 +69,7 @@ class BearerAuth:
 Auth = NoAuth | BasicAuth | BearerAuth
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Method:
     """One method of a webhook: its description and the flow keys its answer sets."""
 
@@ -80,7 +81,7 @@ class Method:
 RETRY_ON_DEFAULT: tuple[str, ...] = ("timeout", "connection", "5xx", "429")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class RetryPolicy:
     """``retry:`` of a webhook step or a webhook: how often and when a call is tried again.
 
@@ -97,7 +98,7 @@ class RetryPolicy:
     path: DocPath = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Webhook:
     """One entry of ``webhooks:`` in the project file."""
 
@@ -115,7 +116,7 @@ class Webhook:
     retry: RetryPolicy | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class HttpPolicy:
     """``http:`` of the project: whether calls go out, and where to."""
 
@@ -124,7 +125,7 @@ class HttpPolicy:
     allowlist: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class DeliveryPolicy:
     """``delivery:`` of the project: when on-complete pushes are tried again."""
 
@@ -132,7 +133,7 @@ class DeliveryPolicy:
     lease: float = DEFAULT_LEASE
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class HistoryPolicy:
     """``history:`` of the project: how long execution records are kept."""
 
@@ -140,14 +141,14 @@ class HistoryPolicy:
     keep_runs: int = 100_000
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class WorkersPolicy:
     """``workers:`` of the project: how long a claimed execution is held."""
 
     lease: float = 30.0  # seconds a claimed execution is held before it may be taken over
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class ServePolicy:
     """``serve:`` of the project: the API's bearer tokens and its backlog limit."""
 
@@ -155,7 +156,7 @@ class ServePolicy:
     max_backlog: int = 10_000
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Project:
     """``flowrunner.yaml``; ``root`` is its folder, ``state`` the resolved state place."""
 
@@ -178,7 +179,7 @@ class Project:
         return next((w for w in self.webhooks.values() if w.default), None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class StepBase:
     """What every step has: its id, position, ``when`` and ``next``."""
 
@@ -188,7 +189,7 @@ class StepBase:
     next: str | None = None  # a step id or "end"; None: the following step
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Assignment:
     """One entry of an assign step's ``set:``, its value still raw."""
 
@@ -196,14 +197,14 @@ class Assignment:
     value: Any
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class OperationStep(StepBase):
     """``operation: assign``: assignments applied in order."""
 
     assignments: tuple[Assignment, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class WebhookStep(StepBase):
     """``webhook:``: one call of a webhook's method."""
 
@@ -219,7 +220,7 @@ class WebhookStep(StepBase):
 Step = OperationStep | WebhookStep
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen(kw_only=True)
 class Flow:
     """One flow file; ``source`` is its document."""
 

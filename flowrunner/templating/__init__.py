@@ -27,16 +27,17 @@ rule ids:
 * ``undefined-key``       (UndefinedReference) a reference to something unset
 
 The package, by job: :mod:`.values` (the compiled shapes), :mod:`.compiling`
-(``compile_value``, the Jinja compile path), :mod:`.static` (load-time checks on the
-parsed tree), :mod:`.syntax` (positioning syntax errors), :mod:`.render` (results as
-data, output limits, render errors), :mod:`.sandbox`, :mod:`.filters` and
-:mod:`.environment` (the bounded environment).
+(``compile_value``), :mod:`.parsing` (the Jinja compile path), :mod:`.static` (load-time
+checks on the parsed tree), :mod:`.syntax` (positioning syntax errors), :mod:`.render`
+(results as data, output limits, render errors), :mod:`.sandbox`, :mod:`.filters` and
+:mod:`.environment` (the bounded environment). Importing the package imports no jinja2:
+only compiling a string with ``{{ }}`` or ``{% %}`` does, so a flow without templates
+is loaded, checked and run without it.
 """
 
 from __future__ import annotations
 
 from flowrunner.templating.compiling import MAX_SOURCE, compile_value, offset_mark
-from flowrunner.templating.environment import sandbox_environment as sandbox_environment
 from flowrunner.templating.references import SCOPES, Reference, Variables, suggest
 from flowrunner.templating.render import MAX_OUTPUT, format_text
 from flowrunner.templating.values import (

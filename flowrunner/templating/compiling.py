@@ -1,20 +1,17 @@
 """Compiling a flow's value: strings by their cheapest shape, dicts and lists item by
-item; the Jinja path parses once, checks the tree statically and folds constants."""
+item. Only a string with ``{{ }}`` or ``{% %}`` takes the Jinja path
+(:mod:`flowrunner.templating.parsing`), and only then is jinja2 imported: a flow without
+templates never loads it."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, cast
-
-from jinja2 import nodes
-from jinja2.exceptions import TemplateRuntimeError, TemplateSyntaxError
-from jinja2.optimizer import optimize
+from typing import Any
 
 from flowrunner.errors import Mark, TemplateError, Where
 from flowrunner.templating import limits
-from flowrunner.templating.environment import sandbox_environment, single_output
 from flowrunner.templating.references import (
     Construct,
     Literal,
@@ -22,22 +19,10 @@ from flowrunner.templating.references import (
     Reference,
     ScanError,
     scan,
-    to_jinja,
 )
-from flowrunner.templating.render import render_error
-from flowrunner.templating.static import (
-    check_callables,
-    check_tree,
-    index_tree,
-    meter_loops,
-    soften,
-)
-from flowrunner.templating.syntax import syntax_message, syntax_offset
 from flowrunner.templating.values import (
     Compiled,
     Constant,
-    Expression,
-    JinjaText,
     ListValue,
     MappingValue,
     ReferenceValue,
@@ -120,7 +105,12 @@ def _compile_str(text: str, where: Where, *, nested: bool) -> Compiled:
         bare = _bare_reference(inner) if inner is not None else None
         if bare is not None:
             return ReferenceValue(bare, where)
-        return _compile_jinja(text, pieces, where, expression=inner is not None)
+        if len(text) > MAX_SOURCE:
+            message = f"template is {len(text)} characters; the limit is {MAX_SOURCE} (64 KiB)"
+            raise ScanError(message, 0, limits.TOO_LARGE)
+        from flowrunner.templating.parsing import compile_jinja  # here: imports jinja2
+
+        return compile_jinja(text, pieces, where, expression=inner is not None)
     except ScanError as exc:
         if where.mark is not None and not nested:
             where = replace(where, mark=offset_mark(where.mark, text, exc.offset))
@@ -170,50 +160,3 @@ def _bare_reference(inner: tuple[Literal | Reference, ...]) -> Reference | None:
         assert isinstance(reference, Reference)
         return reference
     return None
-
-
-def _compile_jinja(
-    text: str, pieces: tuple[Piece, ...], where: Where, *, expression: bool
-) -> Compiled:
-    if len(text) > MAX_SOURCE:
-        message = f"template is {len(text)} characters; the limit is {MAX_SOURCE} (64 KiB)"
-        raise ScanError(message, 0, limits.TOO_LARGE)
-    source = to_jinja(pieces)
-    references = tuple(_all_references(pieces))
-    env = sandbox_environment()
-    try:
-        tree = env.parse(source.text)
-        index = index_tree(tree)
-        check_tree(index, text, source)
-        check_callables(index, env)
-        soften(index)
-        meter_loops(index)
-        # Constant folding is where compiling can fail the way rendering would
-        # (`''.x ~ 'a'`): do it now; generating Python waits for the first render, so
-        # that checking a thousand flows costs a parse per template, not a compile.
-        tree = cast(nodes.Template, optimize(tree, env))
-        if expression and single_output(tree) is not None:
-            return Expression(references, where, tree)
-        return JinjaText(references, where, tree)
-    except TemplateSyntaxError as exc:
-        offset = syntax_offset(exc, source, text)
-        raise ScanError(syntax_message(exc), offset, "template-syntax") from exc
-    except TemplateRuntimeError as exc:
-        # Jinja folds constant parts while compiling, and folding `''.x ~ 'a'` or
-        # `'a' if ''.x else 'b'` raises what rendering would: report that, here
-        first = source.constructs[0][0].start if source.constructs else 0
-        error = render_error(exc, Where())
-        raise ScanError(error.bare_message, first, error.rule) from exc
-    except (RecursionError, MemoryError, SyntaxError, ValueError, OverflowError) as exc:
-        # deep nesting or huge literals that Jinja's parser or Python's compiler refuse
-        first = source.constructs[0][0].start if source.constructs else 0
-        message = f"template syntax error: template too complex ({type(exc).__name__})"
-        raise ScanError(message, first, "template-syntax") from exc
-
-
-def _all_references(pieces: Iterable[Piece]) -> Iterator[Reference]:
-    for piece in pieces:
-        if isinstance(piece, Reference):
-            yield piece
-        elif isinstance(piece, Construct):
-            yield from (inner for inner in piece.inner if isinstance(inner, Reference))

@@ -13,11 +13,14 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowrunner.frozen import frozen
+
 SCOPES = ("call", "flow.key", "user.key", "sys")
 _SCOPE_FIELDS = {"call": "call", "flow.key": "flow", "user.key": "user", "sys": "sys"}
 
 #: The Jinja global that a rewritten reference calls: ``_ref('flow.key', 'order', 'id')``.
 HELPER = "_ref"
+VARIABLES = "_variables"  # the render-context entry HELPER reads
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _NAME_START = re.compile(r"[A-Za-z_]")
@@ -28,7 +31,7 @@ _RAW_END = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 _LONE_BRACE = re.compile(r"\{(?=#|$)")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Reference:
     """A reference such as ``$flow.key.order.id``: its scope, its dotted path, and the
     offset of its ``$`` in the source string."""
@@ -42,7 +45,7 @@ class Reference:
         return f"${self.scope}.{'.'.join(self.path)}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Literal:
     """Literal text (``$$`` already read as ``$``) starting at ``offset``."""
 
@@ -50,7 +53,7 @@ class Literal:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Construct:
     """A Jinja construct ``{{ }}`` or ``{% %}`` with the pieces between its delimiters,
     or a whole ``{% raw %}`` block (``opener == "raw"``, one verbatim Literal)."""
@@ -222,7 +225,7 @@ def _skip_string(text: str, at: int) -> int:
     return len(text)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JinjaSource:
     """Jinja source rewritten from a scanned string, with a map back to the original.
 

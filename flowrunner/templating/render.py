@@ -1,19 +1,19 @@
 """Rendered results: the text form of a value, the checks that a result is data and
-within the output limit, and the translation of render exceptions into TemplateError."""
+within the output limit, and the translation of render exceptions into TemplateError.
+
+Importing it imports no jinja2 (references and plain text render without it):
+:func:`render_error` imports Jinja's exceptions when it runs, on a path that only a
+failed render reaches. What checks a Jinja result is in
+:mod:`flowrunner.templating.environment`."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any, NoReturn
-
-from jinja2 import Undefined
-from jinja2.exceptions import SecurityError, TemplateRuntimeError
-from markupsafe import Markup
+from typing import Any
 
 from flowrunner.errors import TemplateError, UndefinedReference, Where
 from flowrunner.jsoncodec import compact
-from flowrunner.templating import limits
 from flowrunner.templating.limits import MAX_VALUE, LimitExceeded
 from flowrunner.templating.references import Missing
 
@@ -37,37 +37,8 @@ def format_text(value: Any) -> str:
     return str(value)
 
 
-class _NotData(Exception):
+class NotData(Exception):
     """A template produced something that is not JSON-like data."""
-
-
-def as_data(value: Any) -> Any:
-    """A typed result as plain data: containers copied with tuples as lists, Markup as
-    str; an undefined value raises its reason, anything else raises _NotData."""
-    if isinstance(value, dict | list | tuple):
-        limits.require_measure(value, "the result")
-    if isinstance(value, str | int | float | type(None)):
-        return str.__str__(value) if isinstance(value, Markup) else value
-    if isinstance(value, dict):
-        return {key: as_data(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_data(item) for item in value]
-    _not_data(value)
-
-
-def finalize_output(value: Any) -> str:
-    # containers go to JSON, where an undefined member still raises (through str())
-    if isinstance(value, dict | list | tuple):
-        limits.require_measure(value, "a rendered value")
-    if isinstance(value, str | int | float | type(None) | dict | list | tuple):
-        return format_text(value)
-    _not_data(value)
-
-
-def _not_data(value: Any) -> NoReturn:
-    if isinstance(value, Undefined):
-        str(value)  # StrictUndefined raises its reason (undefined, or unsafe)
-    raise _NotData(f"the template gives a {type(value).__name__} object, not data")
 
 
 def output_too_large() -> LimitExceeded:
@@ -109,18 +80,22 @@ def render_error(exc: Exception, where: Where) -> TemplateError:
         return UndefinedReference(exc.reference, exc.suggestion, where)
     if isinstance(exc, LimitExceeded):
         return TemplateError(str(exc), where, exc.rule)
+    from jinja2.exceptions import SecurityError  # here: a template-free run may never need it
+
     if isinstance(exc, SecurityError):
         return TemplateError(f"unsafe template: {_short(exc.message)}", where, "template-unsafe")
     return TemplateError(f"could not render template: {_reason(exc)}", where, "template-render")
 
 
 def _reason(exc: Exception) -> str:
+    from jinja2.exceptions import TemplateRuntimeError
+
     for kind, reason in _PLAIN_REASONS.items():
         if isinstance(exc, kind):
             return reason
     if isinstance(exc, TemplateRuntimeError):
         return _short(exc.message)
-    if isinstance(exc, TypeError | _NotData):
+    if isinstance(exc, TypeError | NotData):
         return _short(str(exc))
     return type(exc).__name__  # e.g. ValueError: its message may quote a value
 

@@ -23,10 +23,9 @@ from markupsafe import EscapeFormatter, Markup
 
 from flowrunner.templating import limits
 from flowrunner.templating.limits import MAX_VALUE, LimitExceeded
-from flowrunner.templating.references import Missing, resolve
+from flowrunner.templating.references import VARIABLES, Missing, resolve
 
 _MAX_INT_BITS = 10_000  # below Python's 4300-digit limit on int -> str
-VARIABLES = "_variables"  # the render-context entry HELPER reads
 SOFT_HELPER = "_ref_or_undefined"
 LOOP_ITEMS = "_loop_items"
 

@@ -1,28 +1,30 @@
 """The compiled values: immutable shapes, reusable across executions, each rendering
-itself for one execution's variables as cheaply as its shape allows."""
+itself for one execution's variables as cheaply as its shape allows. Importing it
+imports no jinja2: a Jinja shape is made by :mod:`flowrunner.templating.parsing` and
+turns its tree into Python on its first render."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
-
-from jinja2 import nodes
-from jinja2.environment import Template, TemplateExpression
+from collections.abc import Callable
+from dataclasses import field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from flowrunner.errors import UndefinedReference, Where
+from flowrunner.frozen import frozen
 from flowrunner.templating import limits
-from flowrunner.templating.environment import compile_expression, compile_python
 from flowrunner.templating.references import Missing, Reference, Variables, resolve
 from flowrunner.templating.render import (
     MAX_OUTPUT,
-    as_data,
-    collect_output,
     format_text,
     limit_output,
     output_too_large,
     render_error,
 )
-from flowrunner.templating.sandbox import VARIABLES
+
+if TYPE_CHECKING:
+    from jinja2 import nodes
+
+Renderer = Callable[[Variables], Any]  # a Jinja template as Python, for its variables
 
 
 class Compiled(Protocol):
@@ -45,7 +47,7 @@ class _Rendered:
     is_constant: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Constant:
     """A value without references or Jinja: rendered as itself."""
 
@@ -57,7 +59,7 @@ class Constant:
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReferenceValue(_Rendered):
     """Exactly one reference: the value it names, with its type."""
 
@@ -76,7 +78,7 @@ class ReferenceValue(_Rendered):
             raise UndefinedReference(exc.reference, exc.suggestion, self.where) from exc
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Text(_Rendered):
     """Literals and references joined into text, without Jinja."""
 
@@ -108,19 +110,16 @@ def _reference_text(variables: Variables, reference: Reference) -> str:
     return format_text(value)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Jinja(_Rendered):
     """A checked Jinja tree, turned into Python on its first render, then reused."""
 
     references: tuple[Reference, ...]
     where: Where
     tree: nodes.Template
-    _code: list[Any] = field(default_factory=list, compare=False, repr=False)
+    _code: list[Renderer] = field(default_factory=list, compare=False, repr=False)
 
-    def _build(self) -> Any:
-        raise NotImplementedError
-
-    def _produce(self, code: Any, variables: Variables) -> Any:
+    def _build(self) -> Renderer:
         raise NotImplementedError
 
     def render(self, variables: Variables) -> Any:
@@ -128,37 +127,34 @@ class _Jinja(_Rendered):
         try:
             if not self._code:
                 self._code.append(self._build())
-            return self._produce(self._code[0], variables)
+            return self._code[0](variables)
         except Exception as exc:  # a template may fail in any way Python can
             raise render_error(exc, self.where) from exc
         finally:
             limits.stop(token)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Expression(_Jinja):
     """``{{ expr }}`` alone: the expression's value, with its type."""
 
-    def _build(self) -> TemplateExpression:
-        return compile_expression(self.tree)
+    def _build(self) -> Renderer:
+        from flowrunner.templating.environment import expression_renderer
 
-    def _produce(self, code: TemplateExpression, variables: Variables) -> Any:
-        value = as_data(code({VARIABLES: variables}))
-        return limit_output(value) if isinstance(value, str) else value
+        return expression_renderer(self.tree)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JinjaText(_Jinja):
     """Any other template: rendered text."""
 
-    def _build(self) -> Template:
-        return compile_python(self.tree)
+    def _build(self) -> Renderer:
+        from flowrunner.templating.environment import text_renderer
 
-    def _produce(self, code: Template, variables: Variables) -> str:
-        return collect_output(code.generate({VARIABLES: variables}))
+        return text_renderer(self.tree)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MappingValue:
     """A dict of compiled values (keys are not templated)."""
 
@@ -176,7 +172,7 @@ class MappingValue:
         return {key: value.render(variables) for key, value in self.items}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ListValue:
     """A list of compiled values."""
 
