@@ -66,17 +66,21 @@ def test_validate_of_a_sound_flow_loads_only_the_loader_and_the_templates():
     assert loaded("validate", "flows/order-status.yaml") == (0, ["jinja2", "yaml"])
 
 
-def test_validate_reads_no_secret_and_loads_no_secrets_module():
-    # output is scrubbed of resolved secrets; while flowrunner.secrets is not imported,
-    # none can have been resolved
+def every_module(*args: str) -> list[str]:
+    """Every module a command (with ``args``) has imported when it ends with exit 0."""
     probe = PROBE.replace("{heavy!r}", "sorted(sys.modules)")
-    args = ["validate", "flows/order-status.yaml"]
     out = subprocess.run(
         [sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True
     )
     code, modules = json.loads(out.stdout.strip().splitlines()[-1])
     assert code == 0
-    assert "flowrunner.secrets" not in modules
+    return list(modules)
+
+
+def test_validate_reads_no_secret_and_loads_no_secrets_module():
+    # output is scrubbed of resolved secrets; while flowrunner.secrets is not imported,
+    # none can have been resolved
+    assert "flowrunner.secrets" not in every_module("validate", "flows/order-status.yaml")
 
 
 def test_the_scrubbed_stream_masks_what_the_secrets_module_remembers():
@@ -90,13 +94,7 @@ def test_the_scrubbed_stream_masks_what_the_secrets_module_remembers():
 
 
 def test_validate_of_named_files_loads_no_test_checker_and_no_difflib():
-    probe = PROBE.replace("{heavy!r}", "sorted(sys.modules)")
-    args = ["validate", "flows/order-status.yaml"]
-    out = subprocess.run(
-        [sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True
-    )
-    code, modules = json.loads(out.stdout.strip().splitlines()[-1])
-    assert code == 0
+    modules = every_module("validate", "flows/order-status.yaml")
     assert not [m for m in modules if m.startswith("flowrunner.testing")]
     assert "difflib" not in modules  # only a problem needs a suggestion
 
