@@ -3,9 +3,8 @@ client, secrets checked up front, the on-complete push recorded and sent.
 
 ``Runner`` is an async context manager shared by ``run``, ``run --events`` and ``demo``:
 one HTTP session and one store connection serve every execution of a run. With
-``group_commit=True`` (``run --events``) execution ends are recorded through an
-:class:`~flowrunner.state.AsyncRecorder`: one transaction for every execution that ended
-while the previous one committed, off the event loop.
+``group_commit=True`` (``run --events``) execution ends are recorded through the
+store's :class:`~flowrunner.state.protocol.Recorder`: one transaction for many ends.
 """
 
 from __future__ import annotations
@@ -69,8 +68,8 @@ class CachedUserKeys:
 
     A write goes to the store at once (its own transaction, last write wins) and into
     the cache, so this process always reads its own writes. At most every ``REFRESH``
-    seconds a read asks SQLite whether another connection (another process, or this
-    process's recorder thread) committed since, and reloads if so. Asking on every read
+    seconds a read asks SQLite whether another connection (another process) committed
+    since, and reloads if so. Asking on every read
     would cost a query per execution, and each query lets other threads take the GIL.
     """
 
@@ -253,7 +252,8 @@ class Runner:
             self.client = self.tracer.transport(self.client)
         if self.group_commit:
             self.recorder = await self._stack.enter_async_context(open_recorder(self.store))
-        # with a recorder, pushes are marked delivered on its thread, between its commits
+        # with a recorder, pushes are marked delivered on its connection, between its
+        # commits (SQLite: the loop's own; PostgreSQL: its thread's), never waiting for them
         marker = self.recorder.mark_delivered if self.recorder is not None else None
         self.deliverer = Deliverer(
             self.store, self.client, self.project, self.secrets, mark_delivered=marker

@@ -220,11 +220,14 @@ async def test_a_recorder_holds_ends_without_a_push_for_company(store: StateStor
         await asyncio.sleep(0)
     recorder.flush()
     await asyncio.wait_for(late, 5)
+    # an end with a push is never held: its push waits for its commit
+    await asyncio.wait_for(recorder.record_end(record("h5"), push("h5")), 5)
     await recorder.aclose()
-    assert {r["execution_id"] for r in store.runs(0)} == {"h1", "h2", "h3", "h4"}
+    assert {r["execution_id"] for r in store.runs(0)} == {"h1", "h2", "h3", "h4", "h5"}
+    assert [d["id"] for d in store.deliveries()] == ["msg_h5"]
     if isinstance(store, Store):
         assert held
-        assert recorder.commits == 2  # h1..h3 together, then h4 when flushed
+        assert recorder.commits == 3  # h1..h3 together, h4 when flushed, h5 at once
 
 
 async def test_async_recorder_isolates_a_bad_item(store: StateStore) -> None:

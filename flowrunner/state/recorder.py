@@ -4,8 +4,9 @@ Every end queued while the thread's previous commit ran is committed in one tran
 (one fsync or WAL flush for many executions) on the thread's own connection, so the
 event loop never waits for the disk or the server. Each caller resumes only after the
 commit holding its record; one bad item (a duplicate id) fails alone, its neighbours are
-committed one by one. The backends subclass :class:`ThreadRecorder` with how the thread
-opens its store.
+committed one by one (:func:`commit_group`). A backend subclasses
+:class:`ThreadRecorder` with how the thread opens its store; SQLite's recorder commits
+on the event loop's own connection instead (:mod:`flowrunner.state.sqlite.recorder`).
 """
 
 from __future__ import annotations
@@ -94,25 +95,31 @@ class ThreadRecorder:
         return self._store.mark_delivered_many(ids, owner, now=now)
 
     def _commit_on(self, store: StateStore, items: list[Item]) -> list[Exception | None]:
-        try:
-            store.record_ends(items)
-            self.commits += 1
-            return [None] * len(items)
-        except StateError as exc:
-            if len(items) == 1:
-                return [exc]
-        # one bad item must not fail its neighbours: commit them one by one
-        return [self._commit_one(store, item) for item in items]
-
-    def _commit_one(self, store: StateStore, item: Item) -> Exception | None:
-        try:
-            store.record_ends([item])
-        except StateError as exc:
-            return exc
-        self.commits += 1
-        return None
+        errors, commits = commit_group(store, items)
+        self.commits += commits
+        return errors
 
     def _close_store(self) -> None:  # in the worker thread
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def commit_group(store: StateStore, items: list[Item]) -> tuple[list[Exception | None], int]:
+    """Record ``items`` in one transaction; if the store refuses it, each alone, so that
+    one bad item (a duplicate id) fails alone. The error of each item (None: recorded)
+    and the transactions committed."""
+    try:
+        store.record_ends(items)
+        return [None] * len(items), 1
+    except StateError as exc:
+        if len(items) == 1:
+            return [exc], 0
+    errors: list[Exception | None] = []
+    for item in items:
+        try:
+            store.record_ends([item])
+            errors.append(None)
+        except StateError as exc:
+            errors.append(exc)
+    return errors, errors.count(None)
