@@ -191,6 +191,7 @@ class Runner:
         self.secrets = secrets
         self.dry_run = dry_run
         self.push_to = plan.on_complete if on_complete else None
+        self._push_constant = self.push_to is not None and push_is_constant(self.push_to)
         self.concurrency = concurrency
         self.group_commit = group_commit
         self.transport = transport
@@ -348,7 +349,7 @@ class Runner:
         encoded = dumps(data)
         if self.dry_run:
             return record, encoded
-        push = self._push(record)
+        push = self._push(record, (data["started_at"], data["ended_at"]))
         if record.on_complete is not None:  # the push could not be built: say so
             data["on_complete"] = record.on_complete
             encoded = dumps(data)
@@ -386,12 +387,13 @@ class Runner:
                 "attempts": None, "last_error": f"the attempt could not be recorded: {exc}",
             }  # fmt: skip
 
-    def _push(self, record: ExecutionRecord) -> Any:
+    def _push(self, record: ExecutionRecord, times: tuple[str, str] | None = None) -> Any:
         """The push of ``record`` (None without one); see :func:`build_push`."""
         if self.push_to is None:
             return None
-        users = self.engine.services.users.user_keys()
-        return build_push(self.push_to, record, users, lease=self.deliverer.lease_for_now())
+        users = {} if self._push_constant else self.engine.services.users.user_keys()
+        lease = self.deliverer.lease_for_now()
+        return build_push(self.push_to, record, users, lease=lease, times=times)
 
 
 def build_push(
@@ -400,21 +402,24 @@ def build_push(
     user_keys: dict[str, Any],
     *,
     lease: tuple[str, float] | None = None,
+    times: tuple[str, str] | None = None,
 ) -> Any:
     """The :class:`~flowrunner.state.records.NewPush` of ``record`` to ``target``,
     recorded already leased to ``lease`` (owner, until) when the sender will attempt it
-    at once.
+    at once. ``times``: the record's start and end as :func:`~flowrunner.times.iso`
+    text, when already written. ``user_keys`` are not read when the push's URL and
+    headers are constant (:func:`push_is_constant`).
 
     A push whose URL or headers cannot be rendered is not lost silently: the record
     says it is dead, and why, and None is returned.
     """
     webhook_id = oncomplete.webhook_id(record.execution_id)
-    sys_vars = {
-        "execution_id": record.execution_id,
-        "flow": record.flow,
-        "datetime": iso(record.ended_at),
-    }
-    variables = Variables(call=record.call, flow=record.keys, user=user_keys, sys=sys_vars)
+    started, ended = times or (iso(record.started_at), iso(record.ended_at))
+    if push_is_constant(target):  # nothing to render: no variables to gather
+        variables = _NO_VARIABLES
+    else:
+        sys_vars = {"execution_id": record.execution_id, "flow": record.flow, "datetime": ended}
+        variables = Variables(call=record.call, flow=record.keys, user=user_keys, sys=sys_vars)
     try:
         url = format_text(target.url.render(variables))
         headers = _plain_headers(target, variables)
@@ -432,8 +437,19 @@ def build_push(
         webhook=target.webhook.name,
         url=url,
         headers=headers,
-        payload=oncomplete.encode(oncomplete.build_payload(record)),
+        payload=oncomplete.encode(oncomplete.build_payload(record, started, ended)),
         created_at=time.time(),
+    )
+
+
+_NO_VARIABLES = Variables(call={}, flow={}, user={}, sys={})  # what constants render with
+
+
+def push_is_constant(target: CompiledWebhook) -> bool:
+    """Whether the push's URL and headers (secrets aside) are the same for every
+    execution: then nothing of an execution is rendered into them."""
+    return target.url.is_constant and all(
+        isinstance(value, m.SecretRef) or value.is_constant for value in target.headers.values()
     )
 
 

@@ -28,9 +28,11 @@ from conftest import (
 
 from flowrunner import __version__
 from flowrunner.errors import StateError
+from flowrunner.execution.context import Inputs
 from flowrunner.execution.record import ExecutionRecord
 from flowrunner.oncomplete.payload import build_payload, call_details, key_value
-from flowrunner.runner import PushBatcher
+from flowrunner.runner import PushBatcher, Runner
+from flowrunner.secrets import Secrets
 from flowrunner.source.schema import payload_errors
 
 SECRET = "whsec_" + base64.b64encode(b"the sink's signing key").decode()
@@ -358,3 +360,36 @@ async def test_a_push_batcher_never_leaves_a_caller_waiting() -> None:
     assert first == {"status": "delivered"}
     assert isinstance(second, StateError)
     assert "push b is missing" in str(second)
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-run", "batch"])
+async def test_a_push_renders_its_url_and_headers_for_each_execution(
+    receiver: Receiver, tmp_path: Path, batch: bool
+) -> None:
+    """References in the push's URL and headers are rendered per execution, by a single
+    run and by a batch's runner alike; the batch also reuses the record's written
+    times for the payload and ``$sys.datetime``."""
+    sink = {
+        "url": receiver.at("/sink") + "?caller=$call.cli",
+        "default": True,
+        "headers": {"X-Flow": "$sys.flow", "X-Ended": "$sys.datetime", "X-Fixed": "same"},
+    }
+    hooks = {"shop": {"url": receiver.at("/shop"), "methods": {"lookup": {}}}, "sink": sink}
+    root = write_project(tmp_path, hooks, {"pushed": FLOW % "true"})
+    plan = plan_of(root, "pushed")
+    calls = [dict(CALL, cli=f"1555000000{i}") for i in range(3)]
+    if batch:
+        runner = Runner(plan, Secrets(env={}), group_commit=True, transport="fast")
+        async with runner:
+            records = [(await runner.run_encoded(Inputs(call=c)))[0] for c in calls]
+    else:
+        records = [await execute(plan, call=c) for c in calls]
+    seen = receiver.hits("/sink")
+    assert [s.query for s in seen] == [f"caller=1555000000{i}" for i in range(3)]
+    for record, request in zip(records, seen, strict=True):
+        shown, payload = record.as_dict(), json.loads(request.body)
+        assert request.headers["X-Flow"] == "pushed"
+        assert request.headers["X-Ended"] == shown["ended_at"] == payload["endedAt"]
+        assert request.headers["X-Fixed"] == "same"
+        assert payload["startedAt"] == shown["started_at"]
+        assert record.on_complete is not None and record.on_complete["status"] == "delivered"

@@ -54,8 +54,11 @@ def call_details(call: Mapping[str, Any]) -> dict[str, Any]:
     return details
 
 
-def build_payload(record: ExecutionRecord) -> dict[str, Any]:
-    """The payload pushed to the on-complete webhook for ``record``."""
+def build_payload(
+    record: ExecutionRecord, started: str | None = None, ended: str | None = None
+) -> dict[str, Any]:
+    """The payload pushed to the on-complete webhook for ``record`` (``started`` and
+    ``ended``: its times as :func:`~flowrunner.times.iso` text, when already written)."""
     call = record.call
     recordings = call.get("recording_urls")
     return {
@@ -71,8 +74,8 @@ def build_payload(record: ExecutionRecord) -> dict[str, Any]:
             for name, value in record.keys.items()
         ],
         "recordingUrls": [str(u) for u in recordings] if isinstance(recordings, list) else [],
-        "startedAt": iso(record.started_at),
-        "endedAt": iso(record.ended_at),
+        "startedAt": started or iso(record.started_at),
+        "endedAt": ended or iso(record.ended_at),
     }
 
 

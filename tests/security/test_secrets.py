@@ -190,7 +190,7 @@ def internal_error_with_debug(tmp_path: Path, server: Recorder, tls: Recorder) -
     scrubbed."""
     project = leak_project(tmp_path, f"{server.url}/ok", f"{server.url}/ok")
 
-    def leaky(record: Any) -> Any:
+    def leaky(*args: Any) -> Any:
         raise RuntimeError(f"cannot build payload with {os.environ['CANARY_PASSWORD']}")
 
     with pytest.MonkeyPatch.context() as patch:
