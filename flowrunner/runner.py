@@ -37,9 +37,7 @@ from flowrunner.templating import Variables, format_text
 from flowrunner.times import iso
 
 if TYPE_CHECKING:  # the sender imports the HTTP layer: only when a run sends
-    import asyncio
-
-    from flowrunner.oncomplete.delivery import Deliverer
+    from flowrunner.oncomplete.delivery import PushBatcher
     from flowrunner.state.protocol import UserKeys
 
 REFRESH = 0.1  # seconds a cached user key may lag behind another process's write
@@ -69,8 +67,8 @@ class CachedUserKeys:
     A write goes to the store at once (its own transaction, last write wins) and into
     the cache, so this process always reads its own writes. At most every ``REFRESH``
     seconds a read asks SQLite whether another connection (another process) committed
-    since, and reloads if so. Asking on every read
-    would cost a query per execution, and each query lets other threads take the GIL.
+    since, and reloads if so. Asking on every read would cost a query per execution,
+    and each query lets other threads take the GIL.
     """
 
     def __init__(self, store: UserKeys, clock: Callable[[], float] = time.monotonic) -> None:
@@ -102,68 +100,6 @@ class CachedUserKeys:
         written: dict[str, Any] = self._store.update_user_keys(names, change)
         self._values.update(written)
         return written
-
-
-class PushBatcher:
-    """Sends pushes asked for in the same pass of the event loop with one
-    :meth:`~flowrunner.oncomplete.delivery.Deliverer.send_leased`: one transaction marks the lot.
-
-    A group commit wakes all its executions in one pass, so their pushes go together.
-    """
-
-    def __init__(self, deliverer: Deliverer) -> None:
-        self._deliverer = deliverer
-        self._waiting: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def send(self, push: Any) -> dict[str, Any]:
-        """One attempt at ``push`` (a recorded, leased NewPush); its on-complete status."""
-        import asyncio  # here: a dry run has no event loop, and never pushes
-
-        loop = asyncio.get_running_loop()
-        if not self._waiting:
-            loop.call_soon(self._flush)
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._waiting[push.id] = (push, future)
-        return await future
-
-    async def aclose(self) -> None:
-        """Cancel the sends still running; their pushes stay pending in the outbox."""
-        import asyncio
-
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _flush(self) -> None:
-        import asyncio
-
-        batch, self._waiting = self._waiting, {}
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]]) -> None:
-        import asyncio
-
-        try:
-            status = await self._deliverer.send_leased([push for push, _ in batch.values()])
-        except asyncio.CancelledError:
-            for _, future in batch.values():
-                future.cancel()
-            raise
-        except Exception as exc:
-            for _, future in batch.values():
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for push_id, (_, future) in batch.items():
-            if future.done():
-                continue
-            if push_id in status:
-                future.set_result(status[push_id])
-            else:  # never leave a caller waiting: its push is pending, for a drain
-                future.set_exception(StateError(f"push {push_id} is missing from the outbox"))
 
 
 class Runner:
@@ -236,7 +172,7 @@ class Runner:
 
     async def _open_state(self) -> UserKeyStore:
         from flowrunner.net.transport import open_client
-        from flowrunner.oncomplete.delivery import Deliverer
+        from flowrunner.oncomplete.delivery import Deliverer, PushBatcher
         from flowrunner.state import open_recorder, open_store
         from flowrunner.state.records import EncodedRecord
 

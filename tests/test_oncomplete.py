@@ -30,8 +30,9 @@ from flowrunner import __version__
 from flowrunner.errors import StateError
 from flowrunner.execution.context import Inputs
 from flowrunner.execution.record import ExecutionRecord
+from flowrunner.oncomplete.delivery import PushBatcher
 from flowrunner.oncomplete.payload import build_payload, call_details, key_value
-from flowrunner.runner import PushBatcher, Runner
+from flowrunner.runner import Runner
 from flowrunner.secrets import Secrets
 from flowrunner.source.schema import payload_errors
 

@@ -79,9 +79,8 @@ def request_head(
     # a line break inside a name or value would smuggle a header in: refuse it (the
     # joints just added are the only line breaks allowed)
     joints = len(lines) - 1
-    if fields.count("\n") != joints or fields.count("\r") != joints:
-        raise ValueError(INVALID_REQUEST)
-    if "\r" in host_line or "\n" in host_line:
+    broken = fields.count("\n") != joints or fields.count("\r") != joints
+    if broken or "\r" in host_line or "\n" in host_line:
         raise ValueError(INVALID_REQUEST)
     return f"{method} {target} HTTP/1.1\r\n{host_line}\r\n{fields}\r\n\r\n".encode(), close
 

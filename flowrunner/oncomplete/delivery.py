@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from flowrunner.errors import SecretError
+from flowrunner.errors import SecretError, StateError
 from flowrunner.net import request as wire
 from flowrunner.net import signing
 from flowrunner.net.request import HttpRequest, HttpResponse
@@ -180,7 +180,7 @@ class Deliverer:
 
     ``mark_delivered`` marks successes instead of the store's ``mark_delivered_many``:
     a batch passes its recorder's, so that the marks share the recorder's connection
-    and thread and never wait for the write lock its group commits hold.
+    (on PostgreSQL, its thread too) and never wait for the write lock of its commits.
     """
 
     def __init__(
@@ -416,3 +416,57 @@ def _leased_row(push: NewPush) -> OutboxRow:
 
 def _status(row: OutboxRow, status: str, attempts: int) -> dict[str, Any]:
     return {"webhook": row.webhook, "webhook_id": row.id, "status": status, "attempts": attempts}
+
+
+class PushBatcher:
+    """Sends pushes asked for in the same pass of the event loop with one
+    :meth:`~flowrunner.oncomplete.delivery.Deliverer.send_leased`: one transaction marks the lot.
+
+    A group commit wakes all its executions in one pass, so their pushes go together.
+    """
+
+    def __init__(self, deliverer: Deliverer) -> None:
+        self._deliverer = deliverer
+        self._waiting: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, push: Any) -> dict[str, Any]:
+        """One attempt at ``push`` (a recorded, leased NewPush); its on-complete status."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._waiting[push.id] = (push, future)
+        return await future
+
+    async def aclose(self) -> None:
+        """Cancel the sends still running; their pushes stay pending in the outbox."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]]) -> None:
+        try:
+            status = await self._deliverer.send_leased([push for push, _ in batch.values()])
+        except asyncio.CancelledError:
+            for _, future in batch.values():
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for push_id, (_, future) in batch.items():
+            if future.done():
+                continue
+            if push_id in status:
+                future.set_result(status[push_id])
+            else:  # never leave a caller waiting: its push is pending, for a drain
+                future.set_exception(StateError(f"push {push_id} is missing from the outbox"))

@@ -58,7 +58,7 @@ class Executor:
         *,
         owner: str,
         concurrency: int,
-        pushes: Any = None,  # flowrunner.runner.PushBatcher, or None: pushes wait
+        pushes: Any = None,  # oncomplete.delivery.PushBatcher, or None: pushes wait
         on_end: Callable[[Ended], None] = lambda ended: None,
         on_error: Callable[[str], None] = lambda detail: None,
         lease: float = LEASE,

@@ -84,8 +84,8 @@ class Server:
     async def _open(self, stack: AsyncExitStack, revision: Revision, tokens: Tokens) -> None:
         from flowrunner.execution.context import Services
         from flowrunner.net.transport import open_client
-        from flowrunner.oncomplete.delivery import Deliverer, default_owner
-        from flowrunner.runner import CachedUserKeys, PushBatcher
+        from flowrunner.oncomplete.delivery import Deliverer, PushBatcher, default_owner
+        from flowrunner.runner import CachedUserKeys
         from flowrunner.server.api import Api
         from flowrunner.server.executor import Executor
         from flowrunner.server.storeio import StoreWriter

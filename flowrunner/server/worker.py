@@ -76,8 +76,8 @@ async def _executor(
     """The executor of every flow of the project, on ``store``, and its push sender."""
     from flowrunner.execution.context import Services
     from flowrunner.net.transport import open_client
-    from flowrunner.oncomplete.delivery import Deliverer, dead_local_owners
-    from flowrunner.runner import CachedUserKeys, PushBatcher
+    from flowrunner.oncomplete.delivery import Deliverer, PushBatcher, dead_local_owners
+    from flowrunner.runner import CachedUserKeys
     from flowrunner.server.flows import load_revision
     from flowrunner.server.main import check_secrets
     from flowrunner.server.storeio import StoreWriter
