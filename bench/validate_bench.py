@@ -6,9 +6,11 @@ It generates a project and N realistic flow files (6-15 steps each: assignments,
 webhook calls, ``when`` conditions, jumps, plain references and Jinja templates, flow
 and user keys) into a temporary folder, then measures, with the Python that runs it:
 
-1. the whole project: ``flowrunner validate`` (schema and semantic checks) against
-   ``check-jsonschema --schemafile schemas/flow.schema.json <files>`` (the schema
-   only), run interleaved A B A B and compared by their medians;
+1. the whole project: ``flowrunner validate`` (schema and semantic checks; one process
+   per CPU, as it runs by default on a project this size) and ``flowrunner validate
+   --jobs 1`` (one process) against ``check-jsonschema --schemafile
+   schemas/flow.schema.json <files>`` (the schema only, one process), run interleaved
+   A B C A B C and compared by their medians;
 2. cold start: ``flowrunner validate <one file>`` against ``python -c "import yaml"``,
    interleaved, medians;
 3. whether ``validate`` imports aiohttp (it should not: ``python -X importtime``).
@@ -31,6 +33,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from flowrunner.validate import MIN_FILES_PER_JOB, default_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 FLOW_SCHEMA = REPO / "schemas" / "flow.schema.json"
@@ -183,13 +187,13 @@ def timed(command: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def interleaved(a: Callable[[], float], b: Callable[[], float], repeat: int) -> tuple[float, float]:
-    """Medians of ``a`` and ``b`` run A B A B ... ``repeat`` times each."""
-    times_a, times_b = [], []
+def interleaved(*runs: Callable[[], float], repeat: int) -> list[float]:
+    """Medians of ``runs`` run A B C A B C ... ``repeat`` times each."""
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeat):
-        times_a.append(a())
-        times_b.append(b())
-    return statistics.median(times_a), statistics.median(times_b)
+        for run_once, samples in zip(runs, times, strict=True):
+            samples.append(run_once())
+    return [statistics.median(samples) for samples in times]
 
 
 def imports_aiohttp(cwd: Path, flow: str) -> tuple[bool, int]:
@@ -236,13 +240,17 @@ def main() -> None:
             sys.exit(f"the generated flows do not validate cleanly:\n{check.stdout}{check.stderr}")
         timed(schema_only, root)  # warm up caches (check-jsonschema keeps one on disk)
 
+        one_process = [*validate, "--jobs", "1"]
         whole = interleaved(
-            lambda: timed(validate, root), lambda: timed(schema_only, root), args.repeat
+            lambda: timed(validate, root),
+            lambda: timed(one_process, root),
+            lambda: timed(schema_only, root),
+            repeat=args.repeat,
         )
         one_file = [*flowrunner, "validate", files[0]]
         import_yaml = [sys.executable, "-c", "import yaml"]
         cold = interleaved(
-            lambda: timed(one_file, root), lambda: timed(import_yaml, root), args.cold_repeat
+            lambda: timed(one_file, root), lambda: timed(import_yaml, root), repeat=args.cold_repeat
         )
         aiohttp, modules = imports_aiohttp(root, files[0])
 
@@ -252,16 +260,22 @@ def main() -> None:
     print(f"{'-' * width} {'-' * 10}")
     rows = [
         (f"flowrunner validate, whole project ({args.repeat} runs)", whole[0]),
-        (f"check-jsonschema, flow schema only ({args.repeat} runs)", whole[1]),
+        (f"flowrunner validate --jobs 1, whole project ({args.repeat} runs)", whole[1]),
+        (f"check-jsonschema, flow schema only ({args.repeat} runs)", whole[2]),
         (f"flowrunner validate, one file, cold ({args.cold_repeat} runs)", cold[0]),
         (f'python -c "import yaml" ({args.cold_repeat} runs)', cold[1]),
     ]
     for label, seconds in rows:
         print(f"{label:<{width}} {seconds * 1000:>8.0f} ms")
     print()
-    per_flow = whole[0] / args.files * 1000
-    print(f"whole project: flowrunner / check-jsonschema = {whole[0] / whole[1]:.2f}x "
-          f"({per_flow:.2f} ms per flow for flowrunner)")  # fmt: skip
+    per_flow = whole[1] / args.files * 1000
+    print(
+        f"whole project: flowrunner / check-jsonschema = {whole[0] / whole[2]:.2f}x "
+        f"({default_jobs(args.files)} processes: one per CPU, each with "
+        f"{MIN_FILES_PER_JOB} files or more)"
+    )
+    print(f"one process:   flowrunner --jobs 1 / check-jsonschema = {whole[1] / whole[2]:.2f}x "
+          f"({per_flow:.2f} ms per flow)")  # fmt: skip
     print(f"cold start:    flowrunner validate / import yaml = {cold[0] / cold[1]:.2f}x")
     verdict = "yes (it should not)" if aiohttp else "no"
     print(f"validate imports aiohttp: {verdict} ({modules} modules imported)")

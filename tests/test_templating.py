@@ -105,9 +105,11 @@ def test_references_and_plain_text_never_touch_jinja(monkeypatch: pytest.MonkeyP
     def no_jinja() -> None:
         raise AssertionError("Jinja used")
 
-    # every module of the package that can reach Jinja's environment
-    for module in ("parsing", "environment", "static", "syntax"):
-        target = importlib.import_module(f"flowrunner.templating.{module}")
+    # every module of the package that can reach Jinja's environment, all imported
+    # before any is patched: one imported after would keep the patch for good
+    names = ("parsing", "environment", "static", "syntax")
+    modules = [importlib.import_module(f"flowrunner.templating.{name}") for name in names]
+    for target in modules:
         monkeypatch.setattr(target, "sandbox_environment", no_jinja)
     assert render("$call.dnis") == "0800"
     assert render("{{ $call.dnis }}") == "0800"

@@ -138,9 +138,15 @@ def _restore(name: str, value: str | None) -> None:
     show_default=True,
     help="Output format.",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Processes checking flow files (default: one per CPU, each with 50 files or more).",
+)
 @click.pass_obj
 @guarded
-def validate(state: State, paths: tuple[str, ...], fmt: str) -> None:
+def validate(state: State, paths: tuple[str, ...], fmt: str, jobs: int | None) -> None:
     """Check flows (files, folders, '-' for stdin; default: the whole project).
 
     Exit 0 when there is no error, 1 when problems were found, 2 on a usage error.
@@ -148,7 +154,7 @@ def validate(state: State, paths: tuple[str, ...], fmt: str) -> None:
     from flowrunner.cli.report import RENDERERS
     from flowrunner.validate import validate as run_validate
 
-    diags = run_validate(list(paths), state.project, sys.stdin.buffer)
+    diags = run_validate(list(paths), state.project, sys.stdin.buffer, jobs=jobs)
     output = RENDERERS[fmt](diags)
     if output:
         click.echo(output)

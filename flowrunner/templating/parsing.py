@@ -19,6 +19,7 @@ from flowrunner.templating.render import render_error
 from flowrunner.templating.static import (
     check_callables,
     check_tree,
+    folds,
     index_tree,
     meter_loops,
     soften,
@@ -42,9 +43,11 @@ def compile_jinja(
         soften(index)
         meter_loops(index)
         # Constant folding is where compiling can fail the way rendering would
-        # (`''.x ~ 'a'`): do it now; generating Python waits for the first render, so
-        # that checking a thousand flows costs a parse per template, not a compile.
-        tree = cast(nodes.Template, optimize(tree, env))
+        # (`''.x ~ 'a'`): do it now, where there is something to fold; generating
+        # Python waits for the first render, so that checking a thousand flows costs a
+        # parse per template, not a compile.
+        if folds(index):
+            tree = cast(nodes.Template, optimize(tree, env))
         if expression and single_output(tree) is not None:
             return Expression(references, where, tree)
         return JinjaText(references, where, tree)

@@ -81,6 +81,86 @@ def meter_loops(index: NodeIndex) -> None:
         loop.iter = nodes.Call(name, [loop.iter], [], None, None, lineno=line)
 
 
+def folds(index: NodeIndex) -> bool:
+    """Whether ``jinja2.optimizer.optimize`` could change the tree indexed in ``index``:
+    False only when every expression in it other than a literal constant is sure to
+    raise ``Impossible`` when asked for its constant value (it reads a variable, calls
+    something), so that the optimizer would give back the same tree. Most templates
+    read references and compute with them; they skip the optimizer's walk, and its
+    exception per node."""
+    if nodes.TemplateData in index:  # the optimizer turns template data into constants
+        return True
+    known: dict[int, bool] = {}
+    for kind, found in index.items():
+        if issubclass(kind, nodes.Expr) and kind is not nodes.Const:
+            if not all(_dynamic(node, known) for node in found):
+                return True
+    return False
+
+
+# expressions that are never constant (their `as_const` raises Impossible), whatever
+# they hold; a reference is a Call of the reference helper
+_NEVER_CONSTANT = (
+    nodes.Name,
+    nodes.Call,
+    nodes.NSRef,
+    nodes.ContextReference,
+    nodes.DerivedContextReference,
+    nodes.EnvironmentAttribute,
+    nodes.ExtensionAttribute,
+    nodes.ImportedName,
+    nodes.InternalName,
+)
+
+
+def _dynamic(node: Any, known: dict[int, bool]) -> bool:
+    """Whether the expression ``node`` is sure to have no constant value (``known``:
+    the answers so far, by node id)."""
+    key = id(node)
+    if key not in known:
+        known[key] = _operands_dynamic(node, known)
+    return known[key]
+
+
+def _operands_dynamic(node: Any, known: dict[int, bool]) -> bool:
+    def dyn(*operands: Any) -> bool:
+        return any(_dynamic(operand, known) for operand in operands if operand is not None)
+
+    if isinstance(node, nodes.Const):
+        return False
+    if isinstance(node, _NEVER_CONSTANT):
+        return True
+    if isinstance(node, (nodes.And, nodes.Or)):  # `false and x` is false: left decides
+        return dyn(node.left)
+    if isinstance(node, nodes.BinExpr):
+        return dyn(node.left, node.right)
+    if isinstance(node, nodes.UnaryExpr):
+        return dyn(node.node)
+    if isinstance(node, (nodes.MarkSafe, nodes.MarkSafeIfAutoescape)):
+        return dyn(node.expr)
+    if isinstance(node, nodes.CondExpr):  # the test picks the branch
+        return dyn(node.test)
+    if isinstance(node, nodes.Compare):  # `1 > 2 < x` is false: the first pair decides
+        return dyn(node.expr, node.ops[0].expr)
+    if isinstance(node, nodes.Getattr):
+        return node.ctx != "load" or dyn(node.node)
+    if isinstance(node, nodes.Getitem):
+        return node.ctx != "load" or dyn(node.node, node.arg)
+    if isinstance(node, (nodes.Filter, nodes.Test)):  # no node: a filter block
+        keywords = [keyword.value for keyword in node.kwargs]
+        extra = (node.dyn_args, node.dyn_kwargs)
+        return node.node is None or dyn(node.node, *node.args, *keywords, *extra)
+    if isinstance(node, (nodes.Tuple, nodes.List)):
+        return dyn(*node.items)
+    if isinstance(node, nodes.Dict):
+        return dyn(*(part for pair in node.items for part in (pair.key, pair.value)))
+    if isinstance(node, nodes.Concat):
+        return dyn(*node.nodes)
+    if isinstance(node, nodes.Slice):
+        return dyn(node.start, node.stop, node.step)
+    return False  # an expression of unknown rules: let the optimizer see it
+
+
 def _check_codec(call: nodes.Call, text: str, source: JinjaSource) -> None:
     """Refuse ``.encode(codec)``/``.decode(codec)`` with a constant codec that the sandbox
     would refuse when rendering (see :func:`limits.check_codec`)."""
