@@ -243,6 +243,43 @@ async def test_async_recorder_isolates_a_bad_item(store: StateStore) -> None:
     assert store.run("x1") and store.run("x2")
 
 
+async def test_a_push_waits_for_the_log_on_disk_and_an_end_without_one_does_not(
+    tmp_path: Path,
+) -> None:
+    """SQLite: a commit with pushes is written without its fsync, and the log is synced
+    off the event loop; the callers of that commit resume only after the sync."""
+    from flowrunner.state.sqlite.store import Store
+
+    store = Store.open(tmp_path / "state.db")
+    recorder = open_recorder(store)
+    await recorder.record_end(record("plain"), None)
+    assert recorder.syncs == 0  # nothing waits for the disk without a push
+    await recorder.record_end(record("p1"), push("p1"))
+    assert recorder.syncs == 1  # resumed after the sync, not before
+    await asyncio.gather(*(recorder.record_end(record(f"g{i}"), push(f"g{i}")) for i in range(300)))
+    assert 2 <= recorder.syncs <= recorder.commits  # commits made meanwhile share a sync
+    await recorder.aclose()
+    assert store.pending_count() == 301
+    store.close()
+
+
+async def test_pushes_whose_log_cannot_be_synced_fail_and_stay_pending(tmp_path: Path) -> None:
+    from flowrunner.state.sqlite.store import Store
+
+    path = tmp_path / "state.db"
+    store = Store.open(path)
+    recorder = open_recorder(store)
+    await recorder.record_end(record("plain"), None)
+    Path(f"{path}-wal").unlink()  # the log cannot be opened to sync it
+    with pytest.raises(StateError, match=r"state\.db: cannot sync the state file \("):
+        await recorder.record_end(record("p1"), push("p1"))
+    await recorder.record_end(record("plain2"), None)  # the recorder goes on
+    await recorder.aclose()
+    assert recorder.syncs == 0
+    assert store.pending_count() == 1  # written, never sent: a later drain sends it
+    store.close()
+
+
 # ---- the outbox ----------------------------------------------------------------
 
 

@@ -20,6 +20,8 @@ from flowrunner.errors import StateError
 from flowrunner.state.protocol import StateStore
 from flowrunner.state.records import Item, NewPush, Record, settle
 
+RecordEnds = Callable[[Sequence[Item]], None]  # a store's record_ends, or a variant of it
+
 
 class ThreadRecorder:
     """Records execution ends in group commits on a store the worker thread opens with
@@ -105,12 +107,15 @@ class ThreadRecorder:
             self._store = None
 
 
-def commit_group(store: StateStore, items: list[Item]) -> tuple[list[Exception | None], int]:
-    """Record ``items`` in one transaction; if the store refuses it, each alone, so that
-    one bad item (a duplicate id) fails alone. The error of each item (None: recorded)
-    and the transactions committed."""
+def commit_group(
+    store: StateStore, items: list[Item], record_ends: RecordEnds | None = None
+) -> tuple[list[Exception | None], int]:
+    """Record ``items`` in one transaction (with ``record_ends``, default the store's);
+    if the store refuses it, each alone, so that one bad item (a duplicate id) fails
+    alone. The error of each item (None: recorded) and the transactions committed."""
+    record_ends = record_ends or store.record_ends
     try:
-        store.record_ends(items)
+        record_ends(items)
         return [None] * len(items), 1
     except StateError as exc:
         if len(items) == 1:
@@ -118,7 +123,7 @@ def commit_group(store: StateStore, items: list[Item]) -> tuple[list[Exception |
     errors: list[Exception | None] = []
     for item in items:
         try:
-            store.record_ends([item])
+            record_ends([item])
             errors.append(None)
         except StateError as exc:
             errors.append(exc)

@@ -25,11 +25,16 @@ class HistoryMixin(Connection):
         """
         self.record_ends([(record, push)])
 
-    def record_ends(self, items: Sequence[tuple[Record, NewPush | None]]) -> None:
-        """Group commit of :meth:`record_end`: one transaction (and one fsync) for all."""
+    def record_ends(
+        self, items: Sequence[tuple[Record, NewPush | None]], *, sync: bool = True
+    ) -> None:
+        """Group commit of :meth:`record_end`: one transaction (and one fsync) for all.
+
+        ``sync=False`` leaves out the fsync that pushes need before they are sent: the
+        caller then syncs the log itself (:mod:`flowrunner.state.sqlite.recorder`)."""
         runs = [run_row(record) for record, _ in items]
         pushes = [push_row(push) for _, push in items if push is not None]
-        with self._write("record executions", durable=bool(pushes)) as cur:
+        with self._write("record executions", durable=bool(pushes) and sync) as cur:
             _insert_rows(cur, _INSERT_RUN, "(?, ?, ?, ?, ?, ?)", runs)
             _insert_rows(cur, _INSERT_PUSH, "(?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)", pushes)
 
