@@ -383,6 +383,59 @@ def transport_rows(
     ]
 
 
+def counted(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Instructions run by the command ``args`` (valgrind's callgrind; every thread)."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *args]
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    match = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or match is None:
+        raise SystemExit(f"callgrind failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def instructions(root: Path, port: int, count: int) -> list[Row]:
+    """Instructions per raw request and per execution, each command counted with one
+    request or none taken off (start-up and closing): CPU time moves with the machine,
+    a count of instructions does not (callgrind gives the same within 0.1 %), so these
+    ratios say what the code costs, apart from the kernel's part (system calls are not
+    counted) and cache misses."""
+    if shutil.which("valgrind") is None:
+        NOTES.append("instruction counts: valgrind is not installed (apt install valgrind)")
+        return []
+    body = root / "body.json"
+    body.write_bytes(request_body(root))
+
+    def raw(n: int) -> int:
+        args = [PYTHON, __file__, "_raw", str(port), str(n), str(body), str(CONCURRENCY)]
+        return counted(args, root)
+
+    def batch(n: int, extra: tuple[str, ...]) -> int:
+        shutil.rmtree(root / ".flowrunner", ignore_errors=True)
+        args = ["http", "--events", str(events_file(root, n)), "--output", os.devnull, *extra]
+        return counted(flowrunner(root, *args), root, {"FLOWRUNNER_TRANSPORT": "fast"})
+
+    per_request = (raw(count + 1) - raw(1)) / count
+    rows = [Row(f"raw aiohttp client, c={CONCURRENCY}", f"{per_request:,.0f} instr/req", "", 1.0)]
+    for case, factor in (
+        (f"c={CONCURRENCY}, on-complete off", 1),
+        (f"c={CONCURRENCY}, on-complete on", 2),
+    ):
+        _, extra = CASES[case]
+        per_execution = (batch(count, extra) - batch(0, extra)) / count
+        rows.append(
+            Row(
+                f"run --events {case} [fast], instructions",
+                f"{per_execution:,.0f} instr/exec",
+                f"{factor} x {per_request:,.0f} raw",
+                factor * per_request / per_execution,
+                "the throughput ratio where both are CPU-bound",
+            )
+        )
+    return rows
+
+
 def operation_only(root: Path, count: int, reps: int) -> list[Row]:
     sys.path.insert(0, str(HERE.parent))
     from flowrunner.execution.context import Inputs, MemoryUserKeys, Services
@@ -576,10 +629,15 @@ def main() -> None:
     parser.add_argument(
         "--transports", default="aiohttp,fast", help="comma-separated (default: aiohttp,fast)"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instructions per request and per execution under valgrind (a few minutes)",
+    )
     args = parser.parse_args()
     TRANSPORTS[:] = args.transports.split(",")
     quick = args.quick
-    everything = not (args.throughput or args.memory)
+    everything = not (args.throughput or args.memory or args.instructions)
     started = time.perf_counter()
     info = machine()
     rows: list[Row] = []
@@ -589,6 +647,9 @@ def main() -> None:
         (root / "flows").mkdir()
         (root / "flows" / "http.yaml").write_text(HTTP_FLOW)
         (root / "flows" / "ops.yaml").write_text(OPS_FLOW)
+        if args.instructions:
+            print("instructions ...", file=sys.stderr)
+            rows += instructions(root, sink.port, 2000)
         if everything or args.throughput:
             print("throughput ...", file=sys.stderr)
             rows += throughput(root, sink.port, 5_000 if quick else 20_000, 5)
