@@ -500,7 +500,7 @@ async def test_both_transports_turn_bad_urls_into_the_same_failure(url):
 def test_answer_headers_are_looked_up_without_regard_to_case() -> None:
     from flowrunner.net.request import AnswerHeaders
 
-    headers = AnswerHeaders([("Retry-After", "5"), ("X-Tag", "a"), ("x-tag", "b")])
+    headers = AnswerHeaders([(b"Retry-After", b"5"), (b"X-Tag", b"a"), (b"x-tag", b"b")])
     assert headers.get("retry-after") == headers["RETRY-AFTER"] == "5"
     assert headers.get("X-TAG") == "a"  # the first of a repeated name
     assert headers.get("missing") is None

@@ -37,7 +37,8 @@ INVALID_ANSWER = "invalid HTTP response"
 DISCONNECTED = "server disconnected without answering"
 UNREADABLE_BODY = "response body could not be read"
 
-Answer = tuple[int, list[tuple[str, str]], bytes | None]  # status, headers, body (None: too large)
+# the status, the headers as received, the body (None: too large)
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes | None]
 
 
 class ExchangeError(Exception):
@@ -136,7 +137,7 @@ class Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._status = 0
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
         self._head_done = False
         self._interim = False
@@ -214,8 +215,7 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) > MAX_FIELD or len(value) > MAX_FIELD or len(self._headers) >= MAX_HEADERS:
             raise ValueError(INVALID_ANSWER)  # feed_data raises a parser error
-        text = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        self._headers.append(text)
+        self._headers.append((name, value))  # as bytes: most are never read
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -224,21 +224,22 @@ class Connection(asyncio.Protocol):
         if self._interim:
             return
         self._head_done = True
-        length, encoding, chunked = None, "", False
+        length: bytes | None = None
+        encoding, chunked = b"", False
         for name, value in self._headers:
             lower = name.lower()
-            if lower == "content-length":
+            if lower == b"content-length":
                 length = value.strip()
-            elif lower == "content-encoding":
+            elif lower == b"content-encoding":
                 encoding = value.strip().lower()
-            elif lower == "transfer-encoding":
+            elif lower == b"transfer-encoding":
                 chunked = True
         if length is not None and length.isdigit() and int(length) > self.max_body:
             self._answer(None)
             return
         self._until_eof = length is None and not chunked and status not in (204, 304)
-        if encoding in ("gzip", "deflate"):
-            self._decoder = _Decoder(encoding)
+        if encoding in (b"gzip", b"deflate"):
+            self._decoder = _Decoder(encoding.decode())
 
     def on_body(self, body: bytes) -> None:
         if self._interim or self._waiter is None or self._waiter.done():

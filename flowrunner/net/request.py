@@ -27,22 +27,23 @@ _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 class AnswerHeaders(Mapping[str, str]):
     """An answer's headers as received, looked up without regard to case (``get``
     gives the first of a repeated name). Built on every answer, so it only keeps the
-    list: the few lookups ever made (``Retry-After``, ``Content-Type``) scan it."""
+    received bytes: the few lookups ever made (``Retry-After``, ``Content-Type``) scan
+    them, and only what is read is decoded (UTF-8, undecodable bytes kept as escapes)."""
 
     __slots__ = ("_pairs",)
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
         self._pairs = pairs
 
     def __getitem__(self, name: str) -> str:
-        lower = name.lower()
+        lower = name.lower().encode("utf-8", "surrogateescape")
         for key, value in self._pairs:
             if key.lower() == lower:
-                return value
+                return value.decode("utf-8", "surrogateescape")
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
-        return (key for key, _ in self._pairs)
+        return (key.decode("utf-8", "surrogateescape") for key, _ in self._pairs)
 
     def __len__(self) -> int:
         return len(self._pairs)
