@@ -250,8 +250,8 @@ class Runner:
         return self.tracer.execution(inputs.execution_id, flow, inputs.traceparent)
 
     def hold_ends(self, wait: float, most: int) -> None:
-        """Let ends without a push wait up to ``wait`` seconds, or until ``most`` wait,
-        to be recorded together (for a :attr:`pipelined` batch, whose workers go on)."""
+        """Let ends wait up to ``wait`` seconds, or until ``most`` wait, to be recorded
+        together (a batch, whose other executions go on meanwhile)."""
         if self.recorder is not None:
             self.recorder.hold_ends(wait, most)
 

@@ -203,9 +203,9 @@ async def test_async_recorder_group_commits(store: StateStore) -> None:
 
 
 async def test_a_recorder_holds_ends_without_a_push_for_company(store: StateStore) -> None:
-    """``hold_ends``: on SQLite, ends without a push wait until ``most`` of them wait (or
-    ``wait`` seconds pass, or ``flush``), then share one transaction; a store whose
-    recorder commits in a thread anyway records them as they come."""
+    """``hold_ends``: on SQLite, ends wait until ``most`` of them wait (or ``wait``
+    seconds pass, or ``flush``), then share one transaction; a store whose recorder
+    commits in a thread anyway records them as they come."""
     from flowrunner.state.sqlite.store import Store
 
     recorder = open_recorder(store)
@@ -220,14 +220,19 @@ async def test_a_recorder_holds_ends_without_a_push_for_company(store: StateStor
         await asyncio.sleep(0)
     recorder.flush()
     await asyncio.wait_for(late, 5)
-    # an end with a push is never held: its push waits for its commit
-    await asyncio.wait_for(recorder.record_end(record("h5"), push("h5")), 5)
+    # an end with a push waits for company too, then for its commit and the log's sync
+    pushed = asyncio.ensure_future(recorder.record_end(record("h5"), push("h5")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    push_held = not pushed.done()
+    recorder.flush()
+    await asyncio.wait_for(pushed, 5)
     await recorder.aclose()
     assert {r["execution_id"] for r in store.runs(0)} == {"h1", "h2", "h3", "h4", "h5"}
     assert [d["id"] for d in store.deliveries()] == ["msg_h5"]
     if isinstance(store, Store):
-        assert held
-        assert recorder.commits == 3  # h1..h3 together, h4 when flushed, h5 at once
+        assert held and push_held
+        assert recorder.commits == 3  # h1..h3 together, h4 and h5 each when flushed
 
 
 async def test_async_recorder_isolates_a_bad_item(store: StateStore) -> None:

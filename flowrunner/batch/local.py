@@ -272,8 +272,13 @@ class Batch(Ordered):
         if self.worker:
             self.output.write(READY)
             self.output.flush()
-        if self.runner.pipelined:  # its ends are committed in groups while it goes on
+        # ends are committed in groups: of up to the rest of the window while the
+        # workers go on, or, where each worker waits for its end (and its push), of half
+        # the workers, so that the other half keeps running meanwhile
+        if self.runner.pipelined:
             self.runner.hold_ends(HOLD_ENDS, self.window - self.concurrency)
+        else:
+            self.runner.hold_ends(HOLD_ENDS, max(1, self.concurrency // 2))
         self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
         self._dispatcher = loop.create_task(self._dispatch())
         self._timers["tick"] = loop.call_later(TICK, self._tick)

@@ -206,8 +206,8 @@ class Recorder(Protocol):
         ...
 
     def hold_ends(self, wait: float, most: int) -> None:
-        """Let ends that need no fsync wait up to ``wait`` seconds, or until ``most`` of
-        them wait, to share a transaction (their callers go on meanwhile)."""
+        """Let ends wait up to ``wait`` seconds, or until ``most`` of them wait, to share
+        a transaction."""
         ...
 
     def flush(self) -> None:

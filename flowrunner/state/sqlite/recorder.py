@@ -28,10 +28,10 @@ class AsyncRecorder:
     """Records execution ends from asyncio code, in group commits on ``store`` itself.
 
     The ends recorded during one pass of the event loop are committed together, in one
-    transaction, at the end of that pass: durable (fsync) when one of them has a push,
-    which must be on disk before it is sent. Ends without a push may wait longer for
-    company (:meth:`hold_ends`): a batch that goes on with its next lines meanwhile
-    commits fewer, larger transactions, and calls :meth:`flush` when it cannot wait.
+    transaction, at the end of that pass, or they wait longer for company
+    (:meth:`hold_ends`): a batch commits fewer, larger transactions, and calls
+    :meth:`flush` when it cannot wait. A commit with a push is made durable (the log's
+    fsync, off the loop) before its callers resume: a push is on disk before it is sent.
 
     Each caller resumes only after the commit holding its record; one bad item fails
     alone.
@@ -68,13 +68,13 @@ class AsyncRecorder:
             else:
                 self._timer = loop.call_soon(self._commit)
         self._waiting.append(((record, push), future))
-        if held and (len(self._waiting) >= self._most or push is not None):
-            self._commit()  # enough company, or a push that must not wait
+        if held and len(self._waiting) >= self._most:
+            self._commit()  # enough company
         await future
 
     def hold_ends(self, wait: float, most: int) -> None:
-        """Let ends without a push wait up to ``wait`` seconds, or until ``most`` of them
-        wait, to share one transaction, instead of committing once per loop pass."""
+        """Let ends wait up to ``wait`` seconds, or until ``most`` of them wait, to share
+        one transaction, instead of committing once per loop pass."""
         self._wait = wait
         self._most = max(1, most)
 
