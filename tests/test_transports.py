@@ -9,6 +9,8 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowrunner.net.request import MAX_BODY, HttpRequest, HttpResponse
 from flowrunner.net.transport import TRANSPORTS, open_client, transport_name
@@ -509,3 +511,45 @@ def test_answer_headers_are_looked_up_without_regard_to_case() -> None:
     assert list(headers) == ["Retry-After", "X-Tag", "x-tag"]
     assert len(headers) == 3
     assert "x-tag" in headers
+
+
+# ---- the request head: a straight path for headers that shape nothing ------------
+
+_header_names = st.sampled_from(
+    ["X-A", "x-b", "User-Agent", "user-agent", "Content-Type", "Idempotency-Key", "webhook-id"]
+)
+_header_values = st.sampled_from(["1", "", "v a l", "a\r\nb", "x\ny", "é", "close"])
+
+
+@given(
+    st.dictionaries(_header_names, _header_values, max_size=6),
+    st.sampled_from(["GET", "POST", "HEAD", "PATCH"]),
+    st.sampled_from([None, b"", b"abc"]),
+    st.sampled_from(["ex.com", "ex.com:8443", "bad\r\nhost"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_straight_head_is_the_general_heads_bytes(headers, method, body, host):
+    """Without a name that shapes the head (host, connection, accept, accept-encoding,
+    content-length) or two names differing in case, the head is written straight
+    through: it must be the same bytes as the general path, refusals included."""
+    from flowrunner.net import connection
+
+    names = [name.lower() for name in headers]
+    if len(set(names)) != len(names):
+        return  # the general path alone takes these
+
+    def made(write: Callable[[], object]) -> object:
+        try:
+            return write()
+        except ValueError as exc:
+            return ("refused", str(exc))
+
+    target, agent = "/p?q", "fr/1"
+    general = made(lambda: connection._any_head(method, target, host, headers, body, agent))
+    straight = made(
+        lambda: (connection._plain_head(method, target, host, headers, names, body, agent), False)
+    )
+    assert straight == general  # (head, close): no Connection header, so never close
+    assert made(lambda: connection.request_head(method, target, host, headers, body, agent)) == (
+        general
+    )

@@ -54,6 +54,16 @@ def request_head(
     if method not in _METHODS and not _TOKEN.fullmatch(method):
         raise ValueError(INVALID_REQUEST)
     method = method.upper()
+    names = [name.lower() for name in headers]
+    if len(set(names)) == len(names) and _SHAPING.isdisjoint(names):
+        return _plain_head(method, target, host, headers, names, body, agent), False
+    return _any_head(method, target, host, headers, body, agent)
+
+
+def _any_head(
+    method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | None, agent: str
+) -> tuple[bytes, bool]:
+    """:func:`request_head` for any headers (``method`` checked and upper-cased)."""
     host_line = "Host: " + host
     lines: list[str] = []
     present: set[str] = set()
@@ -84,6 +94,42 @@ def request_head(
     if broken or "\r" in host_line or "\n" in host_line:
         raise ValueError(INVALID_REQUEST)
     return f"{method} {target} HTTP/1.1\r\n{host_line}\r\n{fields}\r\n\r\n".encode(), close
+
+
+# names whose header changes how the head is written; without them (and without two
+# names differing only in case) a head is written straight through (_plain_head)
+_SHAPING = frozenset({"host", "connection", "accept", "accept-encoding", "content-length"})
+
+
+def _plain_head(
+    method: str,
+    target: str,
+    host: str,
+    headers: Mapping[str, str],
+    names: list[str],
+    body: bytes | None,
+    agent: str,
+) -> bytes:
+    """:func:`request_head`'s head, the same bytes, for headers that shape nothing: the
+    host, the agent (or the request's own ``User-Agent`` in its place), the headers in
+    their order, then the defaults and the length."""
+    fields = [f"{name}: {value}" for name, value in headers.items()]
+    if "user-agent" in names:
+        agent_line = fields.pop(names.index("user-agent"))
+    else:
+        agent_line = "User-Agent: " + agent
+    fields.insert(0, agent_line)
+    fields.append("Accept: */*")
+    fields.append("Accept-Encoding: " + ACCEPT_ENCODING)
+    if body is not None:
+        fields.append(f"Content-Length: {len(body)}")
+    elif method not in _BODYLESS_METHODS:
+        fields.append("Content-Length: 0")
+    text = "\r\n".join(fields)
+    joints = len(fields) - 1  # the only line breaks allowed: one in a value smuggles a header
+    if text.count("\n") != joints or text.count("\r") != joints or "\r" in host or "\n" in host:
+        raise ValueError(INVALID_REQUEST)
+    return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{text}\r\n\r\n".encode()
 
 
 def _merged(headers: Mapping[str, str], agent: str) -> list[tuple[str, str]]:
