@@ -128,10 +128,11 @@ def merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
     names: dict[str, str] = {}
     for layer in layers:
         for name, value in layer.items():
-            previous = names.get(name.lower())
+            lower = name.lower()
+            previous = names.get(lower)
             if previous is not None:
                 del out[previous]
-            names[name.lower()] = name
+            names[lower] = name
             out[name] = value
     return out
 

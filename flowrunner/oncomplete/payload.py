@@ -25,11 +25,14 @@ CALL_DETAILS = (
 
 def key_value(value: Any) -> str | None:
     """A key's value as the original format has it: text, JSON for the rest, null kept."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str):  # a subclass of str
         return value
-    kind = type(value)  # the JSON of the usual scalars, without calling the encoder
+    # the JSON of the usual scalars, without calling the encoder
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
@@ -70,7 +73,10 @@ def build_payload(
         "error": record.error,
         "callDetails": [call_details(call)],
         "keys": [
-            {"name": f"$flow.key.{name}", "value": key_value(value)}
+            {
+                "name": "$flow.key." + name,
+                "value": value if type(value) is str else key_value(value),
+            }
             for name, value in record.keys.items()
         ],
         "recordingUrls": [str(u) for u in recordings] if isinstance(recordings, list) else [],
