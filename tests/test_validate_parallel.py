@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2.optimizer import optimize
 
+from flowrunner import validate as validate_module
 from flowrunner.templating.environment import sandbox_environment
 from flowrunner.templating.static import folds, index_tree
 from flowrunner.validate import MIN_FILES_PER_JOB, check_flow_files, default_jobs
@@ -107,6 +109,26 @@ def test_in_process_results_are_in_the_order_of_the_files(tmp_path: Path) -> Non
     assert [r.file for r in many] == [r.file for r in one]
     assert [(r.name, r.line, r.column) for r in many] == [(r.name, r.line, r.column) for r in one]
     assert [sorted(map(str, r.diagnostics)) for r in many] == [
+        sorted(map(str, r.diagnostics)) for r in one
+    ]
+
+
+def _die(paths: list[Path]) -> list[object]:
+    """A forked checker that dies mid-run, as one killed by the OOM killer would."""
+    os._exit(3)
+
+
+def test_a_checker_that_dies_leaves_its_files_to_the_first_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_project(tmp_path, 60)
+    paths = sorted((tmp_path / "flows").glob("*.yaml"))
+    one = check_flow_files(paths, None, jobs=1)
+    monkeypatch.setattr(validate_module, "_check_run", _die)
+    assert validate_module._forked([paths[:30], paths[30:]], None, 2) is None  # it died
+    after = check_flow_files(paths, None, jobs=2)  # so the first process did the work
+    assert [(r.file, r.name) for r in after] == [(r.file, r.name) for r in one]
+    assert [sorted(map(str, r.diagnostics)) for r in after] == [
         sorted(map(str, r.diagnostics)) for r in one
     ]
 
