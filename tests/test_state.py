@@ -285,6 +285,24 @@ async def test_pushes_whose_log_cannot_be_synced_fail_and_stay_pending(tmp_path:
     store.close()
 
 
+async def test_a_cancelled_sync_fails_its_pushes_instead_of_leaving_them_waiting(
+    tmp_path: Path,
+) -> None:
+    from flowrunner.state.sqlite.recorder import AsyncRecorder
+    from flowrunner.state.sqlite.store import Store
+
+    store = Store.open(tmp_path / "state.db")
+    recorder = AsyncRecorder(store)
+    pushed = asyncio.ensure_future(recorder.record_end(record("p1"), push("p1")))
+    while recorder._syncing is None:  # the commit is written and its sync has started
+        await asyncio.sleep(0)
+    recorder._syncing.cancel()  # as a loop shutting down would
+    with pytest.raises(StateError, match="cannot sync the state file"):
+        await asyncio.wait_for(pushed, 5)
+    await recorder.aclose()
+    store.close()
+
+
 # ---- the outbox ----------------------------------------------------------------
 
 

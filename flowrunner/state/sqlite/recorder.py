@@ -134,7 +134,7 @@ class AsyncRecorder:
         except (OSError, RuntimeError) as exc:  # no log to open, or shutting down
             self._synced(groups, exc)
             return
-        self._syncing.add_done_callback(lambda done: self._synced(groups, done.exception()))
+        self._syncing.add_done_callback(lambda done: self._synced(groups, _failure(done)))
 
     def _synced(
         self, groups: list[tuple[Batch, list[Exception | None]]], error: BaseException | None
@@ -147,6 +147,14 @@ class AsyncRecorder:
                 errors = [failed if e is None else e for e in errors]
             settle(batch, errors)
         self._sync()  # the commits made while this sync ran
+
+
+def _failure(done: asyncio.Future[None]) -> BaseException | None:
+    """Why a sync failed (None: it did not); a cancelled one failed too (its callers
+    must hear of it rather than wait for ever)."""
+    if done.cancelled():
+        return asyncio.CancelledError("the sync was cancelled")
+    return done.exception()
 
 
 Batch = list[tuple[Item, "asyncio.Future[None]"]]
