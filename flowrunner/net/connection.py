@@ -82,18 +82,28 @@ def _any_head(
     if "accept-encoding" not in present:
         lines.append("Accept-Encoding: " + ACCEPT_ENCODING)
     if "content-length" not in present:
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        elif method not in _BODYLESS_METHODS:
-            lines.append("Content-Length: 0")
+        _add_length(lines, method, body)
+    return _written(method, target, host_line, lines), close
+
+
+def _add_length(lines: list[str], method: str, body: bytes | None) -> None:
+    """The ``Content-Length`` line: of the body, or 0 for a method that has one."""
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    elif method not in _BODYLESS_METHODS:
+        lines.append("Content-Length: 0")
+
+
+def _written(method: str, target: str, host_line: str, lines: list[str]) -> bytes:
+    """The head's bytes: request line, host line, then ``lines``. A line break inside a
+    name or value would smuggle a header in: refused (ValueError), the joints added
+    here being the only line breaks allowed."""
     fields = "\r\n".join(lines)
-    # a line break inside a name or value would smuggle a header in: refuse it (the
-    # joints just added are the only line breaks allowed)
     joints = len(lines) - 1
     broken = fields.count("\n") != joints or fields.count("\r") != joints
     if broken or "\r" in host_line or "\n" in host_line:
         raise ValueError(INVALID_REQUEST)
-    return f"{method} {target} HTTP/1.1\r\n{host_line}\r\n{fields}\r\n\r\n".encode(), close
+    return f"{method} {target} HTTP/1.1\r\n{host_line}\r\n{fields}\r\n\r\n".encode()
 
 
 # names whose header changes how the head is written; without them (and without two
@@ -121,15 +131,8 @@ def _plain_head(
     fields.insert(0, agent_line)
     fields.append("Accept: */*")
     fields.append("Accept-Encoding: " + ACCEPT_ENCODING)
-    if body is not None:
-        fields.append(f"Content-Length: {len(body)}")
-    elif method not in _BODYLESS_METHODS:
-        fields.append("Content-Length: 0")
-    text = "\r\n".join(fields)
-    joints = len(fields) - 1  # the only line breaks allowed: one in a value smuggles a header
-    if text.count("\n") != joints or text.count("\r") != joints or "\r" in host or "\n" in host:
-        raise ValueError(INVALID_REQUEST)
-    return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{text}\r\n\r\n".encode()
+    _add_length(fields, method, body)
+    return _written(method, target, "Host: " + host, fields)
 
 
 def _merged(headers: Mapping[str, str], agent: str) -> list[tuple[str, str]]:

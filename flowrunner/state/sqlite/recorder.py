@@ -41,7 +41,7 @@ class AsyncRecorder:
         self.commits = 0  # transactions committed, for tests and benchmarks
         self.syncs = 0  # fdatasyncs of the log, likewise
         self._store = store
-        self._waiting: list[tuple[Item, asyncio.Future[None]]] = []
+        self._waiting: Batch = []
         self._wait = 0.0  # see hold_ends
         self._most = 1
         self._timer: asyncio.Handle | None = None
@@ -136,9 +136,7 @@ class AsyncRecorder:
             return
         self._syncing.add_done_callback(lambda done: self._synced(groups, _failure(done)))
 
-    def _synced(
-        self, groups: list[tuple[Batch, list[Exception | None]]], error: BaseException | None
-    ) -> None:
+    def _synced(self, groups: list[Unsynced], error: BaseException | None) -> None:
         self._syncing = None
         self.syncs += error is None
         for batch, errors in groups:
