@@ -4,21 +4,26 @@ by the concurrency and the size caps, however large each record is.
 An execution whose record is large holds a share of :class:`ByteBudget` while its copies
 exist (the encoded record, the stored text, the push payload); others wait for room.
 One execution larger than the whole budget still runs, alone.
+
+The share is the size of the record's JSON text and of its push's payload, times the
+copies of each: both are written once, synchronously, to learn their sizes (so at most
+one such pair exists outside the budget, whatever the concurrency), then dropped before
+waiting for room when the record is large, and written again once the share is held.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
-
-from flowrunner.templating import limits
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncio
 
-ESCAPED = 6  # bytes JSON may write for one character (``\\u0001``)
-COPIES = 5  # copies of a record alive while it is encoded, stored and pushed
+# copies alive at once while a record is stored: the record's text (encoded, decoded for
+# the store, bound by SQLite) and its push's payload (itself, bound by SQLite)
+TEXT_COPIES = 3
+PAYLOAD_COPIES = 2
 LARGE = 256 << 10  # estimated bytes from which an execution holds a share
 FINISHING_BYTES = 128 << 20  # the budget of a batch (one process)
 
@@ -51,39 +56,9 @@ class ByteBudget:
                 changed.notify_all()
 
 
-SMALL_CHARS = LARGE // (ESCAPED * COPIES)  # fewer characters: a record not worth counting
-
-
-def record_cost(mappings: tuple[Mapping[str, Any], ...]) -> int:
-    """The bytes a record holding ``mappings`` (its flow keys and call) may take while
-    it is finished: its text, written out with the worst JSON escaping, times the copies
-    made of it; 0 for a small record (not worth counting).
-
-    Most records are small and flat: a first pass over their top level, with an upper
-    bound for each scalar, settles those without walking anything; only a record that
-    may be large is measured whole."""
-    if _upper_bound(mappings) < SMALL_CHARS:
-        return 0
-    cost = limits.measure(mappings, FINISHING_BYTES) * ESCAPED * COPIES
+def record_cost(text_size: int, payload_size: int) -> int:
+    """The bytes a record may take while it is finished, from the size of its JSON text
+    and of its push's payload (0 without one): the copies alive at once, or 0 for a
+    small record (not worth counting)."""
+    cost = text_size * TEXT_COPIES + payload_size * PAYLOAD_COPIES
     return cost if cost >= LARGE else 0
-
-
-def _upper_bound(mappings: tuple[Mapping[str, Any], ...]) -> int:
-    """At least what :func:`flowrunner.templating.limits.measure` counts; stops early."""
-    chars = 1 + len(mappings)
-    for mapping in mappings:
-        chars += len(mapping)
-        for key, value in mapping.items():
-            chars += len(key)
-            kind = type(value)
-            if kind is str:
-                chars += len(value)
-            elif kind is int:
-                chars += value.bit_length() // 3 + 1
-            elif kind is float or kind is bool or value is None:
-                chars += 1
-            else:
-                chars += limits.measure(value, SMALL_CHARS)
-            if chars >= SMALL_CHARS:
-                return chars
-    return chars

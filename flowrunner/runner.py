@@ -274,21 +274,30 @@ class Runner:
     async def finish_encoded(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bytes]:
         """The second half of :meth:`run_encoded`: record the end of an execution that
         ran (with its push), and encode its record."""
-        cost = record_cost((record.keys, record.call))
-        if not cost:
-            return await self._finish_encoded(record)
-        async with self.budget.hold(cost):
-            return await self._finish_encoded(record)
-
-    async def _finish_encoded(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bytes]:
         data = record.as_dict()
-        encoded = dumps(data)
+        encoded, push = self._written(record, data)
+        cost = record_cost(len(encoded), 0 if push is None else len(push.payload))
+        if not cost:
+            return await self._finish_encoded(record, data, encoded, push)
+        del encoded, push  # a large record waits for room without its copies
+        async with self.budget.hold(cost):
+            return await self._finish_encoded(record, data, *self._written(record, data))
+
+    def _written(self, record: ExecutionRecord, data: dict[str, Any]) -> tuple[bytes, Any]:
+        """The record's JSON text and its push (None in a dry run or without one); the
+        text says so when the push could not be built."""
+        if self.dry_run:
+            return dumps(data), None
+        push = self._push(record, (data["started_at"], data["ended_at"]))
+        if record.on_complete is not None:
+            data["on_complete"] = record.on_complete
+        return dumps(data), push
+
+    async def _finish_encoded(
+        self, record: ExecutionRecord, data: dict[str, Any], encoded: bytes, push: Any
+    ) -> tuple[ExecutionRecord, bytes]:
         if self.dry_run:
             return record, encoded
-        push = self._push(record, (data["started_at"], data["ended_at"]))
-        if record.on_complete is not None:  # the push could not be built: say so
-            data["on_complete"] = record.on_complete
-            encoded = dumps(data)
         stored = self._encoded_record(
             execution_id=record.execution_id,
             flow=record.flow,

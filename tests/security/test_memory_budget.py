@@ -1,45 +1,117 @@
-"""The byte budget's estimate of a record: the quick pass over a record's top level
-gives the same answer as measuring the whole record."""
+"""The byte budget that bounds the memory of large records while they are finished:
+a record's share is the size of its JSON text and of its push's payload, times the
+copies made of each; small records take none, and an execution waits for room while
+others hold the budget."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from conftest import Receiver, plan_of, write_project
 
-from flowrunner.budget import COPIES, ESCAPED, FINISHING_BYTES, LARGE, SMALL_CHARS, record_cost
-from flowrunner.templating import limits
-
-
-def measured(mappings: tuple[dict[str, Any], ...]) -> int:
-    cost = limits.measure(mappings, FINISHING_BYTES) * ESCAPED * COPIES
-    return cost if cost >= LARGE else 0
+from flowrunner.budget import LARGE, PAYLOAD_COPIES, TEXT_COPIES, ByteBudget, record_cost
+from flowrunner.runner import Inputs, Runner
+from flowrunner.secrets import Secrets
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
+def test_a_small_record_costs_nothing_and_a_large_one_its_copies() -> None:
+    threshold = -(-LARGE // TEXT_COPIES)  # the first text size whose copies reach LARGE
+    assert record_cost(0, 0) == 0
+    assert record_cost(threshold - 1, 0) == 0
+    assert record_cost(threshold, 0) == threshold * TEXT_COPIES
+    assert record_cost(10 << 20, 0) == (10 << 20) * TEXT_COPIES
+    # a small text with a large payload (the call is in the push, not in the record)
+    payload = -(-LARGE // PAYLOAD_COPIES)
+    assert record_cost(100, (LARGE - 100 * TEXT_COPIES) // PAYLOAD_COPIES - 1) == 0
+    assert record_cost(100, payload) == 100 * TEXT_COPIES + payload * PAYLOAD_COPIES
 
 
-@given(st.dictionaries(st.text(), JSON), st.dictionaries(st.text(), JSON))
-def test_the_quick_estimate_agrees_with_measuring(keys, call):
-    assert record_cost((keys, call)) == measured((keys, call))
+async def test_an_execution_waits_for_room_and_one_larger_than_the_budget_runs_alone() -> None:
+    budget = ByteBudget(100)
+    order: list[str] = []
+    first_in, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(name: str, size: int, gate: asyncio.Event | None = None) -> None:
+        async with budget.hold(size):
+            order.append(f"{name} in")
+            if gate is not None:
+                first_in.set()
+                await gate.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(hold("a", 60, release))
+    await first_in.wait()
+    second = asyncio.create_task(hold("b", 60))
+    huge = asyncio.create_task(hold("c", 10_000))  # capped at the whole budget
+    await asyncio.sleep(0.01)
+    assert order == ["a in"] and budget.free == 40  # b and c wait for room
+    release.set()
+    await asyncio.gather(first, second, huge)
+    assert order == ["a in", "a out", "b in", "b out", "c in", "c out"]
+    assert budget.free == 100
 
 
-@pytest.mark.parametrize(
-    "keys",
-    [
-        {"response_raw": "x" * SMALL_CHARS},
-        {"response_raw": "x" * (SMALL_CHARS - 40)},
-        {"nested": {"deep": ["y" * SMALL_CHARS]}},
-        {"big": 10 ** (3 * SMALL_CHARS)},
-        {f"k{i}": i for i in range(SMALL_CHARS // 4)},
-    ],
-    ids=["long-text", "just-under", "nested", "huge-integer", "many-keys"],
-)
-def test_records_near_the_threshold(keys):
-    assert record_cost((keys, {"cli": "+15551234567"})) == measured((keys, {"cli": "+15551234567"}))
+class Spy(ByteBudget):
+    def __init__(self, total: int) -> None:
+        super().__init__(total)
+        self.held: list[int] = []
+
+    @asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        self.held.append(size)
+        async with super().hold(size):
+            yield
+
+
+async def test_only_a_large_record_holds_a_share_of_its_exact_size(tmp_path: Path) -> None:
+    flow = """
+        flow: sized
+        steps:
+          - id: note
+            operation: assign
+            set:
+              caller: $call.cli
+    """
+    plan = plan_of(write_project(tmp_path, {}, {"sized": flow}), "sized")
+    big = "\x01" * (LARGE // 12)  # JSON writes each as 6 bytes: 3 copies of those pass LARGE
+    async with Runner(plan, Secrets(env={}), on_complete=False) as runner:
+        spy = runner.budget = Spy(runner.budget.total)
+        small, small_text = await runner.run_encoded(Inputs(call={"cli": "+1555"}))
+        large, large_text = await runner.run_encoded(Inputs(call={"cli": big}))
+    assert small.status == large.status == "COMPLETED"
+    assert spy.held == [len(large_text) * TEXT_COPIES]
+    assert len(large_text) > 6 * len(big)
+    assert spy.free == spy.total  # given back
+    assert b'"+1555"' in small_text
+
+
+async def test_a_large_call_holds_a_share_for_its_push(tmp_path: Path, receiver: Receiver) -> None:
+    """The call is not in the record's text but in its push: the push's payload counts
+    (what the payload holds of the call, not the whole call)."""
+    flow = """
+        flow: pushed
+        on_complete: true
+        steps:
+          - id: note
+            operation: assign
+            set:
+              note: $call.note
+    """
+    webhooks = {"events": {"url": receiver.at("/events"), "default": True, "methods": {}}}
+    plan = plan_of(write_project(tmp_path, webhooks, {"pushed": flow}), "pushed")
+    big = "\x01" * (LARGE // 12)
+    async with Runner(plan, Secrets(env={})) as runner:
+        spy = runner.budget = Spy(runner.budget.total)
+        small, _ = await runner.run_encoded(Inputs(call={"cli": "+1555", "other": big}))
+        large, text = await runner.run_encoded(Inputs(call={"cli": big}))
+    assert small.on_complete is not None and small.on_complete["status"] == "delivered"
+    assert large.on_complete is not None and large.on_complete["status"] == "delivered"
+    payload = receiver.hits("/events")[1].body  # the payload as sent
+    assert len(payload) > 6 * len(big)
+    [held] = spy.held
+    # the text held its share before the push's outcome was written into it
+    assert len(text) - 200 < (held - len(payload) * PAYLOAD_COPIES) / TEXT_COPIES <= len(text)
+    assert spy.free == spy.total
