@@ -39,6 +39,7 @@ from flowrunner.times import iso
 if TYPE_CHECKING:  # the sender imports the HTTP layer: only when a run sends
     from flowrunner.oncomplete.delivery import PushBatcher
     from flowrunner.state.protocol import UserKeys
+    from flowrunner.state.records import Waiter
 
 REFRESH = 0.1  # seconds a cached user key may lag behind another process's write
 
@@ -283,6 +284,33 @@ class Runner:
         async with self.budget.hold(cost):
             return await self._finish_encoded(record, data, *self._written(record, data))
 
+    def finish_then(self, record: ExecutionRecord, waiter_for: Callable[[bytes], Waiter]) -> bool:
+        """:meth:`finish_encoded` without a task, where nothing hangs on the end (see
+        :attr:`pipelined`): the record's end is handed to the group commit with the
+        waiter ``waiter_for`` makes of the record's JSON text, which hears once it is
+        committed (maybe before this returns). False, with nothing done, when the end
+        must go through :meth:`finish_encoded` instead: a dry run, no group commit, or
+        a large record that may have to wait for the byte budget."""
+        if not self.pipelined or self.recorder is None or self.dry_run:
+            return False
+        encoded = dumps(record.as_dict())
+        if record_cost(len(encoded), 0):
+            return False
+        waiter = waiter_for(encoded)
+        self.recorder.record_end_then(self._stored(record, encoded), None, waiter)
+        return True
+
+    def _stored(self, record: ExecutionRecord, encoded: bytes) -> Any:
+        """The row of ``record`` as the state store keeps it."""
+        return self._encoded_record(
+            execution_id=record.execution_id,
+            flow=record.flow,
+            status=record.status,
+            started_at=record.started_at.timestamp(),
+            ended_at=record.ended_at.timestamp(),
+            text=encoded.decode(),
+        )
+
     def _written(self, record: ExecutionRecord, data: dict[str, Any]) -> tuple[bytes, Any]:
         """The record's JSON text and its push (None in a dry run or without one); the
         text says so when the push could not be built."""
@@ -298,14 +326,7 @@ class Runner:
     ) -> tuple[ExecutionRecord, bytes]:
         if self.dry_run:
             return record, encoded
-        stored = self._encoded_record(
-            execution_id=record.execution_id,
-            flow=record.flow,
-            status=record.status,
-            started_at=record.started_at.timestamp(),
-            ended_at=record.ended_at.timestamp(),
-            text=encoded.decode(),
-        )
+        stored = self._stored(record, encoded)
         if self.recorder is not None:
             await self.recorder.record_end(stored, push)
         else:

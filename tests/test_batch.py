@@ -731,3 +731,41 @@ async def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path: Path, delay:
     # 130, or ended by the signal itself (which a shell reports as 130 too); 1 is
     # click's own, while it parses the command line
     assert proc.returncode in (130, -signal.SIGINT, 1), err.decode()
+
+
+async def test_a_bug_while_reading_fails_the_batch_instead_of_hanging(
+    tmp_path: Path, sink: tuple[Sink, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers wait on the lines the reading hands out: when the reading itself
+    breaks, they are let go and the batch ends with the error."""
+    from flowrunner.batch import local
+    from flowrunner.batch.progress import ProgressBar
+    from flowrunner.project import load_plan
+    from flowrunner.runner import Runner
+    from flowrunner.secrets import Secrets
+
+    _, port = sink
+    root = project(tmp_path, port)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(event("+1") + event("+2") + event("+3"))
+    seen: list[bytes] = []
+
+    def broken(raw: bytes) -> object:
+        seen.append(raw)
+        if len(seen) == 2:
+            raise RuntimeError("a bug")
+        return parse_line(raw)
+
+    monkeypatch.setattr(local, "parse_line", broken)
+    runner = Runner(load_plan(root, "probe"), Secrets(env={}), on_complete=False, group_commit=True)
+    fd = os.open(events, os.O_RDONLY)
+    out_fd = os.open(tmp_path / "out.jsonl", os.O_WRONLY | os.O_CREAT)
+    try:
+        bar = ProgressBar(sys.stderr, enabled=False, total=None)
+        batch = local.run_events(runner, fd, local.Output(out_fd), concurrency=4, bar=bar)
+        with pytest.raises(RuntimeError, match="a bug"):
+            await asyncio.wait_for(batch, 20)
+    finally:
+        os.close(fd)
+        os.close(out_fd)
+    assert len(seen) == 2

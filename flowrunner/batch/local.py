@@ -25,6 +25,7 @@ How a batch runs:
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import select
@@ -171,8 +172,9 @@ class Ordered:
 
     async def _wait_for_room(self) -> None:
         while self._window_full():
-            self._window_filled()
+            # cleared first: _window_filled may write records (and set it) at once
             self._room.clear()
+            self._window_filled()
             await self._room.wait()
 
     def _window_filled(self) -> None:
@@ -262,6 +264,8 @@ class Batch(Ordered):
         self.worker = worker
         self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
         self._finishing: set[asyncio.Task[None]] = set()
+        self._committing = 0  # ends handed to the group commit, their records not written
+        self._all_committed = asyncio.Event()
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
@@ -287,6 +291,11 @@ class Batch(Ordered):
             results = await asyncio.gather(self._dispatcher, *self._workers, return_exceptions=True)
             while self._finishing:  # the ends still being recorded
                 await asyncio.wait(self._finishing)
+            while self._committing:
+                self._all_committed.clear()
+                self.runner.flush_ends()  # may write them at once
+                if self._committing:
+                    await self._all_committed.wait()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -323,23 +332,28 @@ class Batch(Ordered):
     # ---- reading and dispatching ------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        async for chunk in self._read_chunks():
-            for raw in chunk.lines:
-                await self._wait_for_room()
-                number = self._next_line
-                self._next_line += 1
-                parsed = parse_line(raw)
-                if isinstance(parsed, Invalid):
-                    self._invalid(number, parsed)
-                else:
-                    call, keys, user_keys = parsed
-                    inputs = Inputs(
-                        call=call, keys=keys, user_keys=user_keys, execution_id=time_ordered_id()
-                    )
-                    self._work.put_nowait((number, inputs))
-            self._idle()
-        for _ in self._workers:
-            self._work.put_nowait(None)
+        try:
+            async for chunk in self._read_chunks():
+                for raw in chunk.lines:
+                    await self._wait_for_room()
+                    number = self._next_line
+                    self._next_line += 1
+                    parsed = parse_line(raw)
+                    if isinstance(parsed, Invalid):
+                        self._invalid(number, parsed)
+                    else:
+                        call, keys, user_keys = parsed
+                        inputs = Inputs(
+                            call=call,
+                            keys=keys,
+                            user_keys=user_keys,
+                            execution_id=time_ordered_id(),
+                        )
+                        self._work.put_nowait((number, inputs))
+                self._idle()
+        finally:  # the end of the input, or a bug here: the workers must not wait for ever
+            for _ in self._workers:
+                self._work.put_nowait(None)
 
     # ---- executing ------------------------------------------------------------------
 
@@ -356,10 +370,14 @@ class Batch(Ordered):
             number, inputs = item
             try:
                 if pipelined:
-                    finish = self._finish_execution(number, inputs, await execute(inputs))
-                    task = loop.create_task(finish)
-                    self._finishing.add(task)
-                    task.add_done_callback(self._finishing.discard)
+                    record = await execute(inputs)
+                    self._committing += 1
+                    waiter = functools.partial(_Committed, self, number, inputs, record)
+                    if not runner.finish_then(record, waiter):  # it may wait for the budget
+                        self._committing -= 1
+                        task = loop.create_task(self._finish_execution(number, inputs, record))
+                        self._finishing.add(task)
+                        task.add_done_callback(self._finishing.discard)
                 else:  # no record outlives this line while the worker runs the next
                     self._done(number, *await runner.run_encoded(inputs))
             except asyncio.CancelledError:
@@ -377,6 +395,19 @@ class Batch(Ordered):
         except Exception as exc:
             self._crashed(number, inputs, exc)
         self._idle()
+
+    def _committed(self, end: _Committed, error: Exception | None) -> None:
+        """The end of a pipelined execution is committed (or failed): write its record."""
+        self._committing -= 1
+        try:
+            if error is not None:
+                raise error
+            self._done(end.number, end.record, end.text)
+        except Exception as exc:
+            self._crashed(end.number, end.inputs, exc)
+        self._idle()
+        if not self._committing:
+            self._all_committed.set()
 
     def _crashed(self, number: int, inputs: Inputs, exc: Exception) -> None:
         self.outcome.counts.failed += 1
@@ -410,6 +441,31 @@ class Batch(Ordered):
         """Called when no line waits for a slot: a worker writes what it has."""
         if self.worker and self._work.empty():
             self.output.flush()
+
+
+class _Committed:
+    """The group commit's waiter for the end of one pipelined execution: writes the
+    record once the end is committed, in place of a task waiting for it."""
+
+    __slots__ = ("batch", "number", "inputs", "record", "text")
+
+    def __init__(
+        self, batch: Batch, number: int, inputs: Inputs, record: ExecutionRecord, text: bytes
+    ) -> None:
+        self.batch = batch
+        self.number = number
+        self.inputs = inputs
+        self.record = record
+        self.text = text
+
+    def done(self) -> bool:
+        return False  # nothing can cancel it: its record is written once it is committed
+
+    def set_result(self, result: None) -> None:
+        self.batch._committed(self, None)
+
+    def set_exception(self, exception: Exception) -> None:
+        self.batch._committed(self, exception)
 
 
 class _RandomBits:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from flowrunner.state.records import NewPush, OutboxRow, Record
+from flowrunner.state.records import NewPush, OutboxRow, Record, Waiter
 
 
 class UserKeys(Protocol):
@@ -203,6 +203,11 @@ class Recorder(Protocol):
 
     async def record_end(self, record: Record, push: NewPush | None) -> None:
         """Store one end; returns once it is committed."""
+        ...
+
+    def record_end_then(self, record: Record, push: NewPush | None, waiter: Waiter) -> None:
+        """Store one end without waiting: ``waiter`` hears once it is committed, or why
+        not (maybe before this returns)."""
         ...
 
     def hold_ends(self, wait: float, most: int) -> None:

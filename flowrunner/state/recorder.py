@@ -18,7 +18,7 @@ from typing import Self
 
 from flowrunner.errors import StateError
 from flowrunner.state.protocol import StateStore
-from flowrunner.state.records import Item, NewPush, Record, settle
+from flowrunner.state.records import Item, NewPush, Record, Waiter, settle
 
 RecordEnds = Callable[[Sequence[Item]], None]  # a store's record_ends, or a variant of it
 
@@ -35,7 +35,7 @@ class ThreadRecorder:
         self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._store: StateStore | None = None  # opened, used and closed in the worker thread
-        self._queue: list[tuple[Item, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Item, Waiter]] = []
         self._pump: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -46,12 +46,16 @@ class ThreadRecorder:
 
     async def record_end(self, record: Record, push: NewPush | None) -> None:
         """Like the store's ``record_end``; returns once the record is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.append(((record, push), future))
-        if self._pump is None or self._pump.done():
-            self._pump = loop.create_task(self._run())
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.record_end_then(record, push, future)
         await future
+
+    def record_end_then(self, record: Record, push: NewPush | None, waiter: Waiter) -> None:
+        """:meth:`record_end` without waiting: ``waiter`` hears once the record is
+        committed, or why not."""
+        self._queue.append(((record, push), waiter))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.get_running_loop().create_task(self._run())
 
     def hold_ends(self, wait: float, most: int) -> None:
         """Nothing to do here: every end goes through the thread, whose commit starts as

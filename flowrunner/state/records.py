@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from asyncio import Future
+from typing import Any, Protocol
 
 from flowrunner.jsoncodec import compact
 from flowrunner.times import iso_unix, unix
@@ -182,7 +179,18 @@ class SchemaStatus:
         }
 
 
-def settle(batch: Sequence[tuple[Item, Future[None]]], errors: Sequence[Exception | None]) -> None:
+class Waiter(Protocol):
+    """The caller of a group commit waiting for its item: an ``asyncio.Future``, or an
+    object whose methods act at once (a batch writing an execution's record)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None) -> None: ...
+
+    def set_exception(self, exception: Exception) -> None: ...
+
+
+def settle(batch: Sequence[tuple[Item, Waiter]], errors: Sequence[Exception | None]) -> None:
     """Wake the callers of one group commit: each with its own error, or done."""
     for (_, future), error in zip(batch, errors, strict=True):
         if future.done():

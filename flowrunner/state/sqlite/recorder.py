@@ -11,7 +11,7 @@ from typing import Self
 
 from flowrunner.errors import StateError
 from flowrunner.state.recorder import commit_group
-from flowrunner.state.records import Item, NewPush, Record, settle
+from flowrunner.state.records import Item, NewPush, Record, Waiter, settle
 from flowrunner.state.sqlite.store import Store
 
 # Why not a thread, as for PostgreSQL: measured on a batch with on-complete pushes, a
@@ -59,18 +59,24 @@ class AsyncRecorder:
 
     async def record_end(self, record: Record, push: NewPush | None) -> None:
         """Like :meth:`Store.record_end`; returns once the record is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.record_end_then(record, push, future)
+        await future
+
+    def record_end_then(self, record: Record, push: NewPush | None, waiter: Waiter) -> None:
+        """:meth:`record_end` without waiting: ``waiter`` hears once the record is
+        committed (and its push durable), or why not. It may hear before this returns,
+        when the record completes a group."""
         held = self._wait > 0
         if not self._waiting:
+            loop = asyncio.get_running_loop()
             if held:
                 self._timer = loop.call_later(self._wait, self._commit)
             else:
                 self._timer = loop.call_soon(self._commit)
-        self._waiting.append(((record, push), future))
+        self._waiting.append(((record, push), waiter))
         if held and len(self._waiting) >= self._most:
             self._commit()  # enough company
-        await future
 
     def hold_ends(self, wait: float, most: int) -> None:
         """Let ends wait up to ``wait`` seconds, or until ``most`` of them wait, to share
@@ -155,6 +161,6 @@ def _failure(done: asyncio.Future[None]) -> BaseException | None:
     return done.exception()
 
 
-Batch = list[tuple[Item, "asyncio.Future[None]"]]
+Batch = list[tuple[Item, Waiter]]
 Unsynced = tuple[Batch, list[Exception | None]]  # a commit's callers, and their errors
 _sync_file = getattr(os, "fdatasync", os.fsync)  # no fdatasync on macOS
