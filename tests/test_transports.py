@@ -239,6 +239,31 @@ async def test_an_oversized_head_is_refused(transport, head):
     assert answer.message == "invalid HTTP response"
 
 
+@pytest.mark.parametrize("interim", [False, True], ids=["plain", "after-100-continue"])
+@pytest.mark.parametrize(
+    ("head", "refused"),
+    [
+        ("X-Long: " + "a" * 8190, False),  # a value of exactly the limit
+        ("X-Long: " + "a" * 8191, True),
+        ("X-" + "n" * 8188 + ": v", False),  # a name of exactly the limit
+        ("X-" + "n" * 8189 + ": v", True),
+        ("\r\n".join(f"X-{i}: v" for i in range(127)), False),  # 128 with Content-Length
+        ("\r\n".join(f"X-{i}: v" for i in range(128)), True),
+    ],
+    ids=["value-8190", "value-8191", "name-8190", "name-8191", "128-headers", "129-headers"],
+)
+async def test_the_fast_transports_limits_on_an_answers_head(head, refused, interim):
+    reply = response(b"ok", head, "Content-Length: 2")
+    if interim:  # the final answer in the same packet as the interim one
+        reply = b"HTTP/1.1 100 Continue\r\n\r\n" + reply
+    async with RawServer(answering(reply)) as server:
+        answer = await send(server.url + "/", "fast", method="POST", body=b"x")
+    if refused:
+        assert (answer.status, answer.message) == (None, "invalid HTTP response")
+    else:
+        assert (answer.status, answer.body, answer.failure) == (200, b"ok", None)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_an_endless_head_ends_at_the_deadline_or_the_limit(transport):
     async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

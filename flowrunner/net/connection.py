@@ -28,6 +28,8 @@ MAX_FIELD = 8190  # bytes of one header name or value (aiohttp's limit)
 MAX_HEADERS = 128
 ACCEPT_ENCODING = "gzip, deflate"
 
+# the lengths of content-length, content-encoding and transfer-encoding
+_FRAMING_SIZES = frozenset({14, 16, 17})
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "POST", "PUT", "PATCH", "DELETE"})
@@ -182,12 +184,12 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Answer] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._parser = httptools.HttpResponseParser(self)
+        self._head_size = 0  # bytes fed before the end of the answer's head (interim heads too)
         self._reset()
 
     def _reset(self) -> None:
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
         self._head_done = False
         self._interim = False
         self._until_eof = False
@@ -204,6 +206,7 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter = loop.create_future()
         self._timer = loop.call_at(deadline, self._expire)
         self.reusable = False
+        self._head_size = 0
         self._reset()
         self.transport.write(data)
         return waiter
@@ -262,20 +265,29 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) > MAX_FIELD or len(value) > MAX_FIELD or len(self._headers) >= MAX_HEADERS:
+        headers = self._headers
+        headers.append((name, value))  # as bytes: most are never read
+        if len(headers) > MAX_HEADERS:
             raise ValueError(INVALID_ANSWER)  # feed_data raises a parser error
-        self._headers.append((name, value))  # as bytes: most are never read
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         self._status = status
         self._interim = 100 <= status < 200
+        headers = self._headers
+        # a field longer than MAX_FIELD needs a head that long (the bytes fed so far)
+        if self._head_size > MAX_FIELD and any(
+            len(name) > MAX_FIELD or len(value) > MAX_FIELD for name, value in headers
+        ):
+            raise ValueError(INVALID_ANSWER)
         if self._interim:
             return
         self._head_done = True
         length: bytes | None = None
         encoding, chunked = b"", False
-        for name, value in self._headers:
+        for name, value in headers:
+            if len(name) not in _FRAMING_SIZES:
+                continue  # not one of the three names below: spare the lower()
             lower = name.lower()
             if lower == b"content-length":
                 length = value.strip()
