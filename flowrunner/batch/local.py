@@ -264,8 +264,8 @@ class Batch(Ordered):
         self.worker = worker
         self._work: asyncio.Queue[tuple[int, Inputs] | None] = asyncio.Queue()
         self._finishing: set[asyncio.Task[None]] = set()
-        self._committing = 0  # ends handed to the group commit, their records not written
-        self._all_committed = asyncio.Event()
+        self._unwritten = 0  # pipelined executions that ran, their records not written
+        self._all_written = asyncio.Event()
 
     async def run(self) -> Outcome:
         """Run every line; returns once each line read has its record written."""
@@ -289,13 +289,11 @@ class Batch(Ordered):
         self._start_reading(self.fd, skip_bom=not self.worker)
         try:
             results = await asyncio.gather(self._dispatcher, *self._workers, return_exceptions=True)
-            while self._finishing:  # the ends still being recorded
-                await asyncio.wait(self._finishing)
-            while self._committing:
-                self._all_committed.clear()
+            while self._unwritten:  # the ends still being recorded
+                self._all_written.clear()
                 self.runner.flush_ends()  # may write them at once
-                if self._committing:
-                    await self._all_committed.wait()
+                if self._unwritten:
+                    await self._all_written.wait()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -371,13 +369,8 @@ class Batch(Ordered):
             try:
                 if pipelined:
                     record = await execute(inputs)
-                    self._committing += 1
-                    waiter = functools.partial(_Committed, self, number, inputs, record)
-                    if not runner.finish_then(record, waiter):  # it may wait for the budget
-                        self._committing -= 1
-                        task = loop.create_task(self._finish_execution(number, inputs, record))
-                        self._finishing.add(task)
-                        task.add_done_callback(self._finishing.discard)
+                    self._unwritten += 1
+                    loop.call_soon(self._finish_soon, number, inputs, record)
                 else:  # no record outlives this line while the worker runs the next
                     self._done(number, *await runner.run_encoded(inputs))
             except asyncio.CancelledError:
@@ -385,6 +378,25 @@ class Batch(Ordered):
                 return
             except Exception as exc:  # the batch goes on; the record says what happened
                 self._crashed(number, inputs, exc)
+
+    def _finish_soon(self, number: int, inputs: Inputs, record: ExecutionRecord) -> None:
+        """Hand the end of a pipelined execution to the group commit, with a waiter that
+        writes its record once it is committed. Called soon after the worker went on,
+        so that this work overlaps its next request. A large record, which may wait for
+        the byte budget, takes a task instead."""
+        try:
+            waiter = functools.partial(_Committed, self, number, inputs, record)
+            if self.runner.finish_then(record, waiter):
+                return
+        except Exception as exc:
+            self._crashed(number, inputs, exc)
+            self._written()
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._finish_execution(number, inputs, record)
+        )
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _finish_execution(self, number: int, inputs: Inputs, record: ExecutionRecord) -> None:
         """Record the end of an execution that ran, then write its record."""
@@ -394,20 +406,24 @@ class Batch(Ordered):
             self._interrupted(number, inputs.execution_id)
         except Exception as exc:
             self._crashed(number, inputs, exc)
-        self._idle()
+        self._written()
 
     def _committed(self, end: _Committed, error: Exception | None) -> None:
         """The end of a pipelined execution is committed (or failed): write its record."""
-        self._committing -= 1
         try:
             if error is not None:
                 raise error
             self._done(end.number, end.record, end.text)
         except Exception as exc:
             self._crashed(end.number, end.inputs, exc)
+        self._written()
+
+    def _written(self) -> None:
+        """The record of a pipelined execution is written."""
+        self._unwritten -= 1
         self._idle()
-        if not self._committing:
-            self._all_committed.set()
+        if not self._unwritten:
+            self._all_written.set()
 
     def _crashed(self, number: int, inputs: Inputs, exc: Exception) -> None:
         self.outcome.counts.failed += 1
