@@ -179,6 +179,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the transport's
         self.reusable = False
         self.idle_since = 0.0
         self._waiter: asyncio.Future[Answer] | None = None
@@ -201,8 +202,8 @@ class Connection(asyncio.Protocol):
         """Write one request (head and body); the future holds the answer, or an
         :class:`ExchangeError`, or TimeoutError once the loop's clock passes
         ``deadline`` (a timer on the future: cheaper than cancelling the caller)."""
-        assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert self.transport is not None and loop is not None
         waiter = self._waiter = loop.create_future()
         self._timer = loop.call_at(deadline, self._expire)
         self.reusable = False
@@ -230,6 +231,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # asked once: Python 3.11 makes a system call (getpid) for every asking
+        self._loop = asyncio.get_running_loop()
 
     def eof_received(self) -> bool | None:
         self.reusable = False  # the server hung up: never hand this connection out again

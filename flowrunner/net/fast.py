@@ -85,6 +85,9 @@ class FastClient:
         self._busy = 0
         self._queue: deque[asyncio.Future[None]] = deque()
         self._ssl: ssl.SSLContext | None = None
+        # the event loop of the first send, which its connections belong to: asked
+        # once, as Python 3.11 makes a system call (getpid) for every asking
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> FastClient:
         return self
@@ -109,7 +112,8 @@ class FastClient:
         target = self._target(request.url)
         if not isinstance(target, _Target):
             return HttpResponse.failed(target[0], target[1], start)
-        deadline = asyncio.get_running_loop().time() + max(request.timeout, 0.001)
+        loop = self._loop or self._bind()
+        deadline = loop.time() + max(request.timeout, 0.001)
         try:
             status, headers, body = await self._exchange(target, request, deadline)
         except TimeoutError:
@@ -158,6 +162,10 @@ class FastClient:
             self._urls.clear()
         self._urls[text] = result
         return result
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
 
     async def _exchange(self, target: _Target, request: HttpRequest, deadline: float) -> Answer:
         """The answer; raises TimeoutError once the loop's clock passes ``deadline``."""

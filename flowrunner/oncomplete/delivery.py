@@ -430,10 +430,11 @@ class PushBatcher:
         self._deliverer = deliverer
         self._waiting: dict[str, tuple[Any, asyncio.Future[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the first send: asked once
 
     async def send(self, push: Any) -> dict[str, Any]:
         """One attempt at ``push`` (a recorded, leased NewPush); its on-complete status."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = self._loop or asyncio.get_running_loop()
         if not self._waiting:
             loop.call_soon(self._flush)
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
@@ -448,7 +449,8 @@ class PushBatcher:
 
     def _flush(self) -> None:
         batch, self._waiting = self._waiting, {}
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        assert self._loop is not None
+        task = self._loop.create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

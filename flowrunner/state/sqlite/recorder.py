@@ -50,6 +50,9 @@ class AsyncRecorder:
         self._syncing: asyncio.Future[None] | None = None
         self._syncer: ThreadPoolExecutor | None = None
         self._log: int | None = None  # a descriptor of the write-ahead log, to sync it
+        # the event loop of the first end, asked once: Python 3.11 makes a system call
+        # (getpid) for every asking
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -59,7 +62,8 @@ class AsyncRecorder:
 
     async def record_end(self, record: Record, push: NewPush | None) -> None:
         """Like :meth:`Store.record_end`; returns once the record is committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = self._loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self.record_end_then(record, push, future)
         await future
 
@@ -69,7 +73,7 @@ class AsyncRecorder:
         when the record completes a group."""
         held = self._wait > 0
         if not self._waiting:
-            loop = asyncio.get_running_loop()
+            loop = self._loop = self._loop or asyncio.get_running_loop()
             if held:
                 self._timer = loop.call_later(self._wait, self._commit)
             else:
