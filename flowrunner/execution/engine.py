@@ -85,6 +85,8 @@ class Engine:
         steps = self.plan.steps
         sys_values = ctx.variables.sys
         assert isinstance(sys_values, SysValues)  # made by _context
+        # without a tracer each step runs without the coroutine that would wrap it in a span
+        run = self._run_step if self.services.tracer is None else self._step
         index = 0 if steps else END
         count = 0
         while index != END:
@@ -97,7 +99,7 @@ class Engine:
                     message=f"more than {STEP_LIMIT} steps ran (a loop without an exit?)",
                 )
             sys_values.start_step()
-            result = await self._step(step, ctx)
+            result = await run(step, ctx)
             traces.append(result.trace)
             if result.trace.outcome == "skipped":
                 index = step.index + 1 if step.index + 1 < len(steps) else END
@@ -110,9 +112,9 @@ class Engine:
         return None
 
     async def _step(self, step: CompiledStep, ctx: Context) -> StepResult:
+        """:meth:`_run_step` in a span of the tracer."""
         tracer = self.services.tracer
-        if tracer is None:
-            return await self._run_step(step, ctx)
+        assert tracer is not None
         with tracer.step(step.step.id, _kind(step)) as span:
             result = await self._run_step(step, ctx)
             trace = result.trace

@@ -219,7 +219,12 @@ async def run_webhook(step: CompiledStep, ctx: Context) -> StepResult:
         shown["headers"] = _masked(request.headers)
         shown["body"] = _decode(request.body)
         return StepResult(trace=_trace(step, began, "ok", shown, None))
-    answer, attempts = await _attempts(step, ctx, request)
+    if step.retry is None:  # one attempt: no coroutine around it
+        client = ctx.services.client
+        assert client is not None  # only a dry run has none
+        answer, attempts = await client.send(request), 1
+    else:
+        answer, attempts = await _attempts(step, ctx, request)
     reason = apply_answer(step, ctx, answer.status, answer.body, answer.failure, answer.duration)
     response = {"status": answer.status}
     if reason is None:
