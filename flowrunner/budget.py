@@ -7,8 +7,9 @@ One execution larger than the whole budget still runs, alone.
 
 The share is the size of the record's JSON text and of its push's payload, times the
 copies of each: both are written once, synchronously, to learn their sizes (so at most
-one such pair exists outside the budget, whatever the concurrency), then dropped before
-waiting for room when the record is large, and written again once the share is held.
+one such pair exists outside the budget, whatever the concurrency). A large record
+whose share fits at once keeps them; one that must wait for room drops them first, and
+writes them again once its share is held.
 """
 
 from __future__ import annotations
@@ -40,20 +41,38 @@ class ByteBudget:
     async def hold(self, size: int) -> AsyncIterator[None]:
         """Hold ``size`` bytes (at most the whole budget) for the body of the block."""
         size = min(size, self.total)
+        if not self.take_now(size):
+            changed = self._condition()
+            async with changed:
+                await changed.wait_for(lambda: self.free >= size)
+                self.free -= size
+        try:
+            yield
+        finally:
+            await self.give(size)
+
+    def take_now(self, size: int) -> bool:
+        """Take ``size`` bytes (at most the whole budget) if there is room now, without
+        waiting; give them back with :meth:`give`."""
+        size = min(size, self.total)
+        if self.free < size:
+            return False
+        self.free -= size
+        return True
+
+    async def give(self, size: int) -> None:
+        """Give back bytes taken; those waiting for room look again."""
+        changed = self._condition()
+        async with changed:
+            self.free += min(size, self.total)
+            changed.notify_all()
+
+    def _condition(self) -> asyncio.Condition:
         if self._changed is None:
             import asyncio
 
             self._changed = asyncio.Condition()
-        changed = self._changed
-        async with changed:
-            await changed.wait_for(lambda: self.free >= size)
-            self.free -= size
-        try:
-            yield
-        finally:
-            async with changed:
-                self.free += size
-                changed.notify_all()
+        return self._changed
 
 
 def record_cost(text_size: int, payload_size: int) -> int:

@@ -280,6 +280,11 @@ class Runner:
         cost = record_cost(len(encoded), 0 if push is None else len(push.payload))
         if not cost:
             return await self._finish_encoded(record, data, encoded, push)
+        if self.budget.take_now(cost):  # room at once: what was written is kept
+            try:
+                return await self._finish_encoded(record, data, encoded, push)
+            finally:
+                await self.budget.give(cost)
         del encoded, push  # a large record waits for room without its copies
         async with self.budget.hold(cost):
             return await self._finish_encoded(record, data, *self._written(record, data))

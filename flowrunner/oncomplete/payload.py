@@ -30,15 +30,15 @@ def key_value(value: Any) -> str | None:
         return value  # type: ignore[no-any-return]
     if value is None:
         return None
-    if isinstance(value, str):  # a subclass of str
-        return value
     # the JSON of the usual scalars, without calling the encoder
-    if kind is bool:
-        return "true" if value else "false"
     if kind is int:
         return int.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
     if kind is float and math.isfinite(value):
         return float.__repr__(value)
+    if isinstance(value, str):  # a subclass of str
+        return value
     return compact(value)
 
 
@@ -50,8 +50,9 @@ def call_details(call: Mapping[str, Any]) -> dict[str, Any]:
     """``callDetails[0]``: only the fields whose inputs are present."""
     details: dict[str, Any] = {}
     for field, name in CALL_DETAILS:
-        if call.get(name) is not None:
-            details[field] = key_value(call[name])
+        value = call.get(name)
+        if value is not None:
+            details[field] = value if type(value) is str else key_value(value)
     if call.get("direction") is not None:
         details["incoming"] = call["direction"] == "inbound"
     return details

@@ -6,8 +6,6 @@ others hold the budget."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from conftest import Receiver, plan_of, write_project
@@ -55,15 +53,15 @@ async def test_an_execution_waits_for_room_and_one_larger_than_the_budget_runs_a
 
 
 class Spy(ByteBudget):
+    """Notes every share given back (each share taken is given back once)."""
+
     def __init__(self, total: int) -> None:
         super().__init__(total)
         self.held: list[int] = []
 
-    @asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
+    async def give(self, size: int) -> None:
         self.held.append(size)
-        async with super().hold(size):
-            yield
+        await super().give(size)
 
 
 async def test_only_a_large_record_holds_a_share_of_its_exact_size(tmp_path: Path) -> None:
@@ -86,6 +84,32 @@ async def test_only_a_large_record_holds_a_share_of_its_exact_size(tmp_path: Pat
     assert len(large_text) > 6 * len(big)
     assert spy.free == spy.total  # given back
     assert b'"+1555"' in small_text
+
+
+async def test_a_large_record_that_must_wait_is_written_again_once_it_holds_room(
+    tmp_path: Path,
+) -> None:
+    flow = """
+        flow: sized
+        steps:
+          - id: note
+            operation: assign
+            set:
+              caller: $call.cli
+    """
+    plan = plan_of(write_project(tmp_path, {}, {"sized": flow}), "sized")
+    big = "\x01" * (LARGE // 12)
+    async with Runner(plan, Secrets(env={}), on_complete=False) as runner:
+        spy = runner.budget = Spy(runner.budget.total)
+        spy.free = 0  # another execution holds it all, for now
+        waiting = asyncio.create_task(runner.run_encoded(Inputs(call={"cli": big})))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # no room: it waits
+        await spy.give(spy.total)
+        record, text = await asyncio.wait_for(waiting, 10)
+    assert record.status == "COMPLETED"
+    assert spy.held == [spy.total, len(text) * TEXT_COPIES]
+    assert spy.free == spy.total
 
 
 async def test_a_large_call_holds_a_share_for_its_push(tmp_path: Path, receiver: Receiver) -> None:
