@@ -64,24 +64,28 @@ class Spy(ByteBudget):
         await super().give(size)
 
 
+# a flow whose record holds the caller's number: as large as the call makes it
+SIZED = """
+    flow: sized
+    steps:
+      - id: note
+        operation: assign
+        set:
+          caller: $call.cli
+"""
+# JSON writes each as 6 bytes: the three copies of a record's text holding it pass LARGE
+BIG = "\x01" * (LARGE // 12)
+
+
 async def test_only_a_large_record_holds_a_share_of_its_exact_size(tmp_path: Path) -> None:
-    flow = """
-        flow: sized
-        steps:
-          - id: note
-            operation: assign
-            set:
-              caller: $call.cli
-    """
-    plan = plan_of(write_project(tmp_path, {}, {"sized": flow}), "sized")
-    big = "\x01" * (LARGE // 12)  # JSON writes each as 6 bytes: 3 copies of those pass LARGE
+    plan = plan_of(write_project(tmp_path, {}, {"sized": SIZED}), "sized")
     async with Runner(plan, Secrets(env={}), on_complete=False) as runner:
         spy = runner.budget = Spy(runner.budget.total)
         small, small_text = await runner.run_encoded(Inputs(call={"cli": "+1555"}))
-        large, large_text = await runner.run_encoded(Inputs(call={"cli": big}))
+        large, large_text = await runner.run_encoded(Inputs(call={"cli": BIG}))
     assert small.status == large.status == "COMPLETED"
     assert spy.held == [len(large_text) * TEXT_COPIES]
-    assert len(large_text) > 6 * len(big)
+    assert len(large_text) > 6 * len(BIG)
     assert spy.free == spy.total  # given back
     assert b'"+1555"' in small_text
 
@@ -89,20 +93,11 @@ async def test_only_a_large_record_holds_a_share_of_its_exact_size(tmp_path: Pat
 async def test_a_large_record_that_must_wait_is_written_again_once_it_holds_room(
     tmp_path: Path,
 ) -> None:
-    flow = """
-        flow: sized
-        steps:
-          - id: note
-            operation: assign
-            set:
-              caller: $call.cli
-    """
-    plan = plan_of(write_project(tmp_path, {}, {"sized": flow}), "sized")
-    big = "\x01" * (LARGE // 12)
+    plan = plan_of(write_project(tmp_path, {}, {"sized": SIZED}), "sized")
     async with Runner(plan, Secrets(env={}), on_complete=False) as runner:
         spy = runner.budget = Spy(runner.budget.total)
         spy.free = 0  # another execution holds it all, for now
-        waiting = asyncio.create_task(runner.run_encoded(Inputs(call={"cli": big})))
+        waiting = asyncio.create_task(runner.run_encoded(Inputs(call={"cli": BIG})))
         await asyncio.sleep(0.05)
         assert not waiting.done()  # no room: it waits
         await spy.give(spy.total)
@@ -126,15 +121,14 @@ async def test_a_large_call_holds_a_share_for_its_push(tmp_path: Path, receiver:
     """
     webhooks = {"events": {"url": receiver.at("/events"), "default": True, "methods": {}}}
     plan = plan_of(write_project(tmp_path, webhooks, {"pushed": flow}), "pushed")
-    big = "\x01" * (LARGE // 12)
     async with Runner(plan, Secrets(env={})) as runner:
         spy = runner.budget = Spy(runner.budget.total)
-        small, _ = await runner.run_encoded(Inputs(call={"cli": "+1555", "other": big}))
-        large, text = await runner.run_encoded(Inputs(call={"cli": big}))
+        small, _ = await runner.run_encoded(Inputs(call={"cli": "+1555", "other": BIG}))
+        large, text = await runner.run_encoded(Inputs(call={"cli": BIG}))
     assert small.on_complete is not None and small.on_complete["status"] == "delivered"
     assert large.on_complete is not None and large.on_complete["status"] == "delivered"
     payload = receiver.hits("/events")[1].body  # the payload as sent
-    assert len(payload) > 6 * len(big)
+    assert len(payload) > 6 * len(BIG)
     [held] = spy.held
     # the text held its share before the push's outcome was written into it
     assert len(text) - 200 < (held - len(payload) * PAYLOAD_COPIES) / TEXT_COPIES <= len(text)
