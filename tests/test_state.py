@@ -303,6 +303,28 @@ async def test_a_cancelled_sync_fails_its_pushes_instead_of_leaving_them_waiting
     store.close()
 
 
+async def test_a_commit_that_breaks_fails_its_callers_instead_of_leaving_them_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a refusal of the store (a StateError) but a bug: the callers of the commit
+    hear of it, and the recorder goes on."""
+    from flowrunner.state.sqlite.recorder import AsyncRecorder
+    from flowrunner.state.sqlite.store import Store
+
+    store = Store.open(tmp_path / "state.db")
+    recorder = AsyncRecorder(store)
+    recorder.hold_ends(0.005, 2)
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "record_ends", lambda items, sync=True: 1 / 0)
+        ends = [recorder.record_end(record(f"e{i}"), None) for i in range(2)]
+        outcomes = await asyncio.wait_for(asyncio.gather(*ends, return_exceptions=True), 5)
+    assert [type(o) for o in outcomes] == [ZeroDivisionError, ZeroDivisionError]
+    await recorder.record_end(record("e3"), None)
+    await recorder.aclose()
+    assert store.run("e3") is not None and store.run("e0") is None
+    store.close()
+
+
 # ---- the outbox ----------------------------------------------------------------
 
 

@@ -117,7 +117,10 @@ class AsyncRecorder:
         if not batch:
             return
         items = [item for item, _ in batch]
-        errors, commits = commit_group(self._store, items, self._record_unsynced)
+        try:
+            errors, commits = commit_group(self._store, items, self._record_unsynced)
+        except Exception as exc:  # a bug, not a refusal: every caller hears of it
+            errors, commits = [exc] * len(items), 0
         self.commits += commits
         if any(push is not None for _, push in items) and commits:
             self._unsynced.append((batch, errors))  # durable once the log is synced
